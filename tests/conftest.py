@@ -1,0 +1,27 @@
+"""Shared fixtures: tiny real models and tokenizers built locally, once per test session."""
+
+import pytest
+
+from persyn_hf.fixtures import build_causal_lm, build_tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tmp_path_factory):
+    """A locally trained BPE tokenizer with the ChatML + {% generation %} template."""
+    return build_tokenizer(save_dir=tmp_path_factory.mktemp("tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_path(tmp_path_factory, tiny_tokenizer):
+    """Folder of a tiny Qwen2 causal LM (weights + tokenizer), loadable with `from_pretrained`."""
+    path = tmp_path_factory.mktemp("tiny-qwen2")
+    build_causal_lm(tiny_tokenizer, arch="qwen2", seed=0, save_dir=path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_path(tmp_path_factory, tiny_tokenizer):
+    """Folder of a tiny Llama causal LM (weights + tokenizer), loadable with `from_pretrained`."""
+    path = tmp_path_factory.mktemp("tiny-llama")
+    build_causal_lm(tiny_tokenizer, arch="llama", seed=1, save_dir=path)
+    return str(path)
