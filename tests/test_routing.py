@@ -1,0 +1,137 @@
+"""Routing a prompt set: `route_prompts` and `persyn-hf route`, in one process and split over two."""
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from datasets import Dataset
+
+from persyn_hf.cli import main as cli_main
+from persyn_hf.router import PersynRouterModel
+from persyn_hf.routing import route_prompts
+from persyn_hf.store import ArtifactStore
+
+TEACHERS = ["terse", "short-cot", "long-cot"]
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROMPTS = [
+    "What is 12 + 7?",
+    "Tom has 4 apples and buys 9 more. How many apples does he have?",
+    "Compute 345 - 129.",
+    "A train travels 60 km in 2 hours. What is its speed?",
+    "Add 1 and 2.",
+    "Let us think step by step about 17 + 25 and then about 17 - 25.",
+    "What is 9 - 3?",
+]
+
+
+@pytest.fixture(scope="module")
+def router_and_tokenizer(tiny_qwen2_path):
+    torch.manual_seed(0)
+    return PersynRouterModel.from_backbone(tiny_qwen2_path, teachers=TEACHERS)
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    return Dataset.from_dict({"prompt_id": [f"q{i}" for i in range(len(PROMPTS))], "prompt": PROMPTS})
+
+
+def test_route_prompts_keeps_order_and_picks_the_best_teacher(router_and_tokenizer, prompts):
+    router, tokenizer = router_and_tokenizer
+    assignments = route_prompts(router, tokenizer, prompts, batch_size=3)
+    assert assignments.column_names == ["prompt_id", "teacher", "router_scores"]
+    assert assignments["prompt_id"] == prompts["prompt_id"]
+    _, expected = router.route(PROMPTS, tokenizer, show_progress=False)
+    scores = torch.tensor(assignments["router_scores"])
+    torch.testing.assert_close(scores, expected, atol=1e-5, rtol=1e-4)
+    assert assignments["teacher"] == [TEACHERS[i] for i in expected.argmax(dim=-1).tolist()]
+
+
+def test_route_prompts_reads_the_last_user_message(router_and_tokenizer, prompts):
+    router, tokenizer = router_and_tokenizer
+    chats = Dataset.from_dict(
+        {
+            "prompt_id": prompts["prompt_id"],
+            "messages": [
+                [{"role": "system", "content": "Be brief."}, {"role": "user", "content": text}] for text in PROMPTS
+            ],
+        }
+    )
+    from_messages = route_prompts(router, tokenizer, chats)
+    from_text = route_prompts(router, tokenizer, prompts)
+    assert from_messages["teacher"] == from_text["teacher"]
+    torch.testing.assert_close(torch.tensor(from_messages["router_scores"]), torch.tensor(from_text["router_scores"]))
+
+
+def test_route_prompts_rejects_bad_prompts(router_and_tokenizer, prompts):
+    router, tokenizer = router_and_tokenizer
+    with pytest.raises(ValueError, match="no `prompt_id` column"):
+        route_prompts(router, tokenizer, prompts.remove_columns("prompt_id"))
+    with pytest.raises(ValueError, match="no `question` column"):
+        route_prompts(router, tokenizer, prompts, prompt_column="question")
+    numbers = Dataset.from_dict({"prompt_id": ["a"], "prompt": [[1, 2]]})
+    with pytest.raises(ValueError, match="`prompt` of row 0 is list, not a string"):
+        route_prompts(router, tokenizer, numbers)
+    with pytest.raises(ValueError, match="The prompts dataset is empty"):
+        route_prompts(router, tokenizer, prompts.select([]))
+
+
+def write_inputs(root, router, tokenizer, prompts) -> str:
+    """A local store with a router and prompts, and a `persyn-hf route` YAML config reading them."""
+    store = ArtifactStore(root / "store")
+    store.save_model("test/router", router, tokenizer)
+    store.save_dataset("test/prompts", prompts)
+    config = {
+        "router_repo_id": "test/router",
+        "prompts_repo_id": "test/prompts",
+        "assignments_repo_id": "test/assignments",
+        "assignments_config": "persyn",
+        "batch_size": 2,
+        "store_root": str(root / "store"),
+    }
+    (root / "route.yaml").write_text(yaml.safe_dump(config))
+    return str(root / "route.yaml")
+
+
+def load_assignments(root) -> Dataset:
+    return ArtifactStore(root / "store").load_dataset("test/assignments", "persyn")
+
+
+def test_route_verb_writes_the_assignments(tmp_path, router_and_tokenizer, prompts):
+    router, tokenizer = router_and_tokenizer
+    config = write_inputs(tmp_path, router, tokenizer, prompts)
+    cli_main(["route", "--config", config])
+    assignments = load_assignments(tmp_path)
+    expected = route_prompts(router, tokenizer, prompts)
+    assert assignments["prompt_id"] == expected["prompt_id"] and assignments["teacher"] == expected["teacher"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_route_verb_under_accelerate_with_two_processes(tmp_path, router_and_tokenizer, prompts):
+    router, tokenizer = router_and_tokenizer
+    config = write_inputs(tmp_path, router, tokenizer, prompts)
+    command = [
+        *(sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2"),
+        *("--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"),
+        *("--main_process_port", str(free_port()), "-m", "persyn_hf.scripts.route", "--config", config),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stdout.count("Wrote 7 assignments") == 1  # gathered on the main process, written once
+    assignments = load_assignments(tmp_path)
+    expected = route_prompts(router, tokenizer, prompts)
+    assert assignments["prompt_id"] == expected["prompt_id"]  # 4 + 3 prompts, gathered back in order
+    assert assignments["teacher"] == expected["teacher"]
+    torch.testing.assert_close(
+        torch.tensor(assignments["router_scores"]), torch.tensor(expected["router_scores"]), atol=1e-5, rtol=1e-4
+    )
