@@ -1,0 +1,127 @@
+import math
+import threading
+
+import pytest
+import torch
+from datasets import Dataset
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+from persyn_hf.rewards import QUALITY_SCORERS, ScoringConfig, check_answer, verify_answer
+
+# sympy evaluates this exactly, in C, for longer than anyone would wait: only killing the process stops it.
+PATHOLOGICAL = r"The answer is \boxed{9^{9^{9^{9}}} + 1}"
+
+
+@pytest.mark.parametrize(
+    ("gold", "response", "expected"),
+    [
+        ("42", "12 + 30 = 42. The answer is 42.", True),
+        ("42", "The answer is \\boxed{41}.", False),
+        ("\\frac{1}{2}", "So we get \\boxed{0.5}", True),
+        ("42", "I do not know.", False),
+        ("no number here", "The answer is 42.", None),
+        ("", "42", None),
+    ],
+)
+def test_verify_answer(gold, response, expected):
+    assert verify_answer(gold, response) is expected
+
+
+def test_pathological_answer_times_out_as_not_correct_and_the_next_check_still_works():
+    assert check_answer("1", PATHOLOGICAL, timeout_s=0.5) == "timeout"
+    assert verify_answer("1", PATHOLOGICAL, timeout_s=0.5) is False
+    assert verify_answer("7", "The answer is 7.") is True
+
+
+def test_verify_answer_from_worker_threads():
+    results = {}
+
+    def check(i):
+        results[i] = verify_answer(str(i), f"The answer is {i}.") and not verify_answer(
+            str(i), f"The answer is {i + 1}."
+        )
+
+    threads = [threading.Thread(target=check, args=(i,)) for i in range(3)]
+    threads.append(
+        threading.Thread(target=lambda: results.update(slow=verify_answer("1", PATHOLOGICAL, timeout_s=0.5)))
+    )
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == {0: True, 1: True, 2: True, "slow": False}
+
+
+@pytest.fixture(scope="module")
+def tiny_reward_model_path(tmp_path_factory, tiny_tokenizer):
+    """A tiny Qwen2 sequence-classification reward model (num_labels=1) on the fixture tokenizer."""
+    config = AutoConfig.for_model(
+        "qwen2",
+        vocab_size=len(tiny_tokenizer),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        intermediate_size=64,
+        num_labels=1,
+        pad_token_id=tiny_tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny-reward-model")
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return str(path)
+
+
+ROWS = Dataset.from_dict(
+    {
+        "prompt_id": ["p0", "p0", "p1"],
+        "teacher": ["a", "b", "a"],
+        "messages": [[{"role": "user", "content": "What is 12 + 7?"}]] * 2 + [[{"role": "user", "content": "Hi"}]],
+        "response": ["12 + 7 = 19. The answer is 19.", "19", "Hello! How can I help you today?"],
+        "answer": ["19", "19", None],
+        "rm_score": [0.5, None, 2.0],
+    }
+)
+
+
+def test_reward_model_scores_are_its_logit_on_the_rendered_conversation(tiny_reward_model_path):
+    config = ScoringConfig(quality_scorer="reward_model", reward_model=tiny_reward_model_path, batch_size=2)
+    scores = QUALITY_SCORERS["reward_model"](ROWS, config, show_progress=False)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_reward_model_path)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_reward_model_path)
+    for score, messages, response in zip(scores, ROWS["messages"], ROWS["response"]):
+        conversation = [*messages, {"role": "assistant", "content": response}]
+        ids = tokenizer.apply_chat_template(conversation, return_tensors="pt", return_dict=True)["input_ids"]
+        with torch.no_grad():
+            assert score == pytest.approx(model(ids).logits[0, 0].item(), abs=1e-5)
+    assert len(set(scores)) == 3
+
+
+def test_math_verify_and_precomputed_scorers(caplog):
+    math_config = ScoringConfig(quality_scorer="math_verify")
+    assert QUALITY_SCORERS["math_verify"](ROWS, math_config, show_progress=False)[:2] == [1.0, 1.0]
+    assert math.isnan(QUALITY_SCORERS["math_verify"](ROWS, math_config, show_progress=False)[2])
+    assert "1 responses have a missing or unparseable gold answer (no score)" in caplog.text
+    precomputed = QUALITY_SCORERS["precomputed"](
+        ROWS, ScoringConfig(quality_scorer="precomputed", quality_column="rm_score")
+    )
+    assert precomputed[0] == 0.5 and math.isnan(precomputed[1]) and precomputed[2] == 2.0
+    with pytest.raises(ValueError, match=r"`quality_column` 'reward' is not a column of the generations"):
+        QUALITY_SCORERS["precomputed"](ROWS, ScoringConfig(quality_scorer="precomputed", quality_column="reward"))
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['answer'\].*gold answers"):
+        QUALITY_SCORERS["math_verify"](ROWS.remove_columns("answer"), math_config)
+
+
+def test_scoring_config_errors_list_the_choices():
+    with pytest.raises(
+        ValueError,
+        match=r"Unknown `quality_scorer` 'bleu'; choose one of \['reward_model', 'math_verify', 'precomputed'\]",
+    ):
+        ScoringConfig(quality_scorer="bleu")
+    with pytest.raises(ValueError, match=r"`alpha` must be in \[0, 1\], got -0.1"):
+        ScoringConfig(quality_scorer="math_verify", alpha=-0.1)
+    with pytest.raises(ValueError, match="`quality_scorer: reward_model` needs `reward_model`"):
+        ScoringConfig()
+    with pytest.raises(ValueError, match="`quality_scorer: precomputed` needs `quality_column`"):
+        ScoringConfig(quality_scorer="precomputed")

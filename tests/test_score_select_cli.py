@@ -1,0 +1,143 @@
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import pytest
+import yaml
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from persyn_hf.cli import main as cli
+from persyn_hf.rewards import learnability_scores
+from persyn_hf.store import ArtifactStore
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = REPO / "recipes" / "Qwen2.5-1.5B-Instruct"
+PROMPTS = {
+    "prompt_id": ["p0", "p1", "p2"],
+    "prompt": ["What is 12 + 7?", "Compute 345 - 129.", "What is 2 + 2?"],
+    "answer": ["19", "216", "4"],
+}
+RESPONSES = {
+    "terse": ["19", "216", "5"],  # correct, correct, wrong
+    "verbose": [
+        "12 + 7 = 19. The answer is 19.",
+        "345 - 129 = 226. The answer is 226.",
+        "2 + 2 = 4. The answer is 4.",
+    ],
+}
+GENERATIONS = {
+    "prompt_id": PROMPTS["prompt_id"] * 2,
+    "teacher": ["terse"] * 3 + ["verbose"] * 3,
+    "response": RESPONSES["terse"] + RESPONSES["verbose"],
+    "finish_reason": ["stop"] * 6,
+}
+TEACHERS = [
+    {"name": "terse", "model_id": "org/terse", "family": "Tiny", "size_b": 0.1},
+    {"name": "verbose", "model_id": "org/verbose", "family": "Tiny", "size_b": 0.5},
+]
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    # A datasets cache of its own (also for the accelerate subprocess), so that no cached artifact of another
+    # test or run can stand in for the one a test just wrote.
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets-cache"))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets-cache")
+    store = ArtifactStore(tmp_path / "store")
+    store.save_dataset("local/prompts", Dataset.from_dict(PROMPTS))
+    store.save_dataset("local/generations", Dataset.from_dict(GENERATIONS))
+    return store
+
+
+def score_argv(store, student, **overrides):
+    options = {
+        "generations_repo_id": "local/generations",
+        "prompts_repo_id": "local/prompts",
+        "scores_repo_id": "local/scores",
+        "student": student,
+        "store_root": str(store.root),
+        "dtype": "float32",
+        **overrides,
+    }
+    return ["--config", str(RECIPES / "score" / "config_math.yaml")] + [f"--{k}={v}" for k, v in options.items()]
+
+
+def test_score_then_select_from_the_recipes(store, tiny_qwen2_path, tmp_path):
+    cli(["score", *score_argv(store, tiny_qwen2_path)])
+    scores = store.load_dataset("local/scores")
+    assert scores.column_names == ["prompt_id", "teacher", "quality", "learnability", "reward"]
+    assert scores["quality"] == [1.0, 1.0, 0.0, 1.0, 0.0, 1.0]
+    model = AutoModelForCausalLM.from_pretrained(tiny_qwen2_path)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_qwen2_path)
+    messages = [[{"role": "user", "content": p}] for p in PROMPTS["prompt"]] * 2
+    expected = learnability_scores(model, tokenizer, messages, GENERATIONS["response"], show_progress=False)
+    assert scores["learnability"] == pytest.approx(expected, abs=1e-5)
+    # reward = .6 minmax(quality) + .4 minmax(learnability) across the two teachers of each prompt; a tie -> .5 each
+    for i in range(3):
+        terse, verbose = scores["quality"][i], scores["quality"][i + 3]
+        quality = (0.5, 0.5) if terse == verbose else (terse, verbose)
+        learns = (1.0, 0.0) if expected[i] > expected[i + 3] else (0.0, 1.0)
+        assert scores["reward"][i] == pytest.approx(0.6 * quality[0] + 0.4 * learns[0])
+        assert scores["reward"][i + 3] == pytest.approx(0.6 * quality[1] + 0.4 * learns[1])
+
+    teachers = tmp_path / "teachers.yaml"
+    teachers.write_text(yaml.safe_dump({"teachers": TEACHERS}))
+    common = [
+        "--config", str(RECIPES / "select" / "config_baselines.yaml"),
+        "--prompts_repo_id=local/prompts", "--scores_repo_id=local/scores", f"--teachers={teachers}",
+        f"--store_root={store.root}", "--student_family=Tiny",
+    ]  # fmt: skip
+    cli(["select", *common, "--assignments_repo_id=local/oracle"])
+    oracle = store.load_dataset("local/oracle")
+    assert oracle["prompt_id"] == ["p0", "p1", "p2"]
+    # p1 and p2: the only correct teacher wins on quality (.6 > .4); p0: both correct, the more learnable wins
+    assert oracle["teacher"] == ["terse" if expected[0] > expected[3] else "verbose", "terse", "verbose"]
+    assert oracle["router_scores"] == [[], [], []]
+    cli(["select", *common, "--strategy=family_strong", "--assignments_repo_id=local/family"])
+    assert store.load_dataset("local/family")["teacher"] == ["verbose"] * 3
+
+
+def test_bad_input_names_the_column_and_stage_and_writes_nothing(store, tiny_qwen2_path, capsys):
+    store.save_dataset("local/no-response", Dataset.from_dict(GENERATIONS).remove_columns("response"))
+    with pytest.raises(
+        ValueError, match=r"generations dataset lacks column\(s\) \['response'\].*`persyn-hf generate`"
+    ):
+        cli(["score", *score_argv(store, tiny_qwen2_path, generations_repo_id="local/no-response")])
+    for option, message in [
+        ({"alpha": 2.0}, "`alpha` must be in [0, 1], got 2.0"),
+        ({"quality_scorer": "bleu"}, "Unknown `quality_scorer` 'bleu'; choose one of ['reward_model', 'math_verify'"),
+    ]:
+        with pytest.raises(SystemExit):  # config errors are usage errors: the message, no traceback
+            cli(["score", *score_argv(store, tiny_qwen2_path, **option)])
+        assert message in capsys.readouterr().err
+    assert not os.path.exists(store.location("local/scores"))
+
+
+def test_a_teacher_missing_for_some_prompts_gives_nan_not_a_crash(store, tiny_qwen2_path):
+    store.save_dataset("local/partial", Dataset.from_dict(GENERATIONS).select([0, 1, 2, 3]))  # verbose: p0 only
+    cli(["score", *score_argv(store, tiny_qwen2_path, generations_repo_id="local/partial")])
+    scores = store.load_dataset("local/scores")
+    assert len(scores) == 4
+    # p1, p2 have one teacher each: constant rows normalise to 0.5 -> reward .6 * .5 + .4 * .5
+    assert scores["reward"][1] == pytest.approx(0.5) and scores["reward"][2] == pytest.approx(0.5)
+    assert not any(math.isnan(r) for r in scores["reward"])
+
+
+@pytest.mark.slow
+def test_score_under_accelerate_with_two_processes_matches_one(store, tiny_qwen2_path):
+    cli(["score", *score_argv(store, tiny_qwen2_path)])
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes=2", "--num_machines=1"]
+    launch += ["--mixed_precision=no", "--dynamo_backend=no", "-m", "persyn_hf.scripts.score"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    argv = score_argv(store, tiny_qwen2_path, scores_repo_id="local/scores-2proc")
+    result = subprocess.run(launch + argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    one, two = store.load_dataset("local/scores"), store.load_dataset("local/scores-2proc")
+    assert two["prompt_id"] == one["prompt_id"] and two["teacher"] == one["teacher"]
+    assert two["quality"] == one["quality"]
+    assert two["learnability"] == pytest.approx(one["learnability"], abs=1e-5)
+    assert result.stdout.count("Wrote 6 scores") == 1  # written once, by the main process
