@@ -1,0 +1,11 @@
+"""lm-eval tasks and the math-verify accuracy metric shipped with persyn-hf.
+
+`TASKS_DIR` is passed to `lm_eval.tasks.TaskManager(include_path=...)`; it holds
+`persyn_heldout` (a held-out split of prompts with gold answers, e.g. the demo world's test split) and
+`svamp` (SVAMP, which lm-eval does not ship). `METRIC_PATH` is the `evaluate` metric module both use.
+"""
+
+from pathlib import Path
+
+TASKS_DIR = str(Path(__file__).parent)
+METRIC_PATH = str(Path(__file__).with_name("math_verify_accuracy.py"))

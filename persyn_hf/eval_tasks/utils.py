@@ -1,0 +1,83 @@
+"""The functions persyn-hf's lm-eval tasks name with `!function utils.<name>`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from functools import cache
+
+import datasets
+
+from persyn_hf.eval_tasks import METRIC_PATH
+from persyn_hf.rewards import require_columns
+
+HELDOUT_COLUMNS = ("prompt_id", "prompt", "answer")
+SVAMP_DATASET = "ChilleD/SVAMP"
+
+logger = logging.getLogger(__name__)
+
+
+def load_heldout(
+    heldout_dataset: str | None = None, heldout_config: str = "default", heldout_split: str = "test", **metadata
+) -> datasets.DatasetDict:
+    """The held-out split named by the task metadata, checked for `prompt_id`, `prompt` and `answer`."""
+    if heldout_dataset is None:
+        raise ValueError(
+            "The `persyn_heldout` task needs `heldout_dataset`: the held-out split's repo id in the artifact store "
+            "or a local dataset folder (`persyn-hf eval --heldout_dataset ...`)."
+        )
+    if os.path.isdir(heldout_dataset):
+        # `datasets` keys its cache of a local folder by the folder's name, not its path or contents: a split
+        # rewritten in place, or another store's artifact of the same name, would load stale. A local split is
+        # read afresh into memory through a throwaway cache.
+        with tempfile.TemporaryDirectory() as cache_dir:
+            dataset = datasets.load_dataset(
+                heldout_dataset, heldout_config, split=heldout_split, cache_dir=cache_dir, keep_in_memory=True
+            )
+    else:
+        dataset = datasets.load_dataset(heldout_dataset, heldout_config, split=heldout_split)
+    require_columns(dataset, list(HELDOUT_COLUMNS), f"held-out ({heldout_dataset!r})")
+    return datasets.DatasetDict({"test": dataset})
+
+
+def load_svamp(**metadata) -> datasets.DatasetDict:
+    """All 1,000 SVAMP problems as `prompt_id`, `prompt` (body and question) and `answer`."""
+    splits = datasets.load_dataset(SVAMP_DATASET)
+    problems = datasets.concatenate_datasets([splits["train"], splits["test"]])
+    return datasets.DatasetDict({"test": problems.map(_svamp_doc, remove_columns=problems.column_names)})
+
+
+def _svamp_doc(row: dict) -> dict:
+    answer = float(row["Answer"])
+    return {
+        "prompt_id": str(row["ID"]),
+        "prompt": f"{row['Body'].strip()} {row['Question'].strip()}",
+        "answer": str(int(answer)) if answer.is_integer() else str(answer),
+    }
+
+
+def gold_and_response(doc: dict, results: list[str]) -> dict:
+    """Keep (gold, response) per problem; `math_verify_accuracy` judges them all at once."""
+    return {"accuracy": (doc["answer"], results[0])}
+
+
+@cache
+def _metric():
+    import evaluate
+
+    return evaluate.load(METRIC_PATH, keep_in_memory=True)
+
+
+def math_verify_accuracy(items: list[tuple[str, str]]) -> float:
+    """Share of responses math-verify finds equal to their gold answer (the `evaluate` metric beside this file)."""
+    golds, responses = zip(*items)
+    result = _metric().compute(predictions=list(responses), references=list(golds))
+    if result["timeouts"] or result["unparseable_gold"]:
+        logger.warning(
+            "math-verify: of %d answers, %d checks timed out and %d gold answers did not parse; all counted wrong.",
+            len(items),
+            result["timeouts"],
+            result["unparseable_gold"],
+        )
+    return result["accuracy"]
