@@ -1,0 +1,108 @@
+"""Build a dataset and its card (`persyn-hf build <builder>`): `magpie_zoo`, `persyn_math` or `personalized`.
+
+# Magpie-Zoo prompts and the 19 teachers' precomputed responses (50K training prompts, 2.5K router subset)
+```bash
+hf download Magpie-Align/Magpie-100K-Generator-Zoo --repo-type dataset --local-dir data/Magpie-100K-Generator-Zoo
+persyn-hf build magpie_zoo --config recipes/magpie_zoo/build/config_magpie_zoo.yaml \
+    --source data/Magpie-100K-Generator-Zoo --output_repo my-user/Magpie-Zoo-PerSyn --hub true
+```
+
+# PerSyn-Math: 10K OpenR1-Math problems, answered by the 15 math teachers with rejection sampling
+```bash
+hf download open-r1/OpenR1-Math-220k --repo-type dataset --local-dir data/OpenR1-Math-220k
+persyn-hf build persyn_math --config recipes/persyn_math/build/config_persyn_math.yaml \
+    --source data/OpenR1-Math-220k --results_dir data/persyn-math-results --output_repo my-user/PerSyn-Math
+```
+
+# The personalized SFT dataset of one strategy (config name = strategy)
+```bash
+persyn-hf build personalized --config recipes/magpie_zoo/build/config_personalized.yaml \
+    --strategy persyn --assignments_repo my-user/Magpie-Zoo-Qwen2.5-1.5B-assignments-persyn
+```
+
+Each builder checks its inputs before it writes anything; `--hub true` pushes to the Hugging Face Hub (token
+from `HF_TOKEN` or `hf auth login`) instead of the local store under `--store_root`.
+"""
+
+import sys
+
+from trl import TrlParser
+
+from persyn_hf.builders.magpie_zoo import MagpieZooConfig, build_magpie_zoo
+from persyn_hf.builders.personalized import PersonalizedConfig, build_personalized
+from persyn_hf.builders.persyn_math import PersynMathConfig, build_persyn_math
+from persyn_hf.cli import parse_args
+from persyn_hf.store import ArtifactStore, StoreArguments
+from persyn_hf.teachers.synthesis import SynthesisConfig
+
+
+def run_magpie_zoo(config: MagpieZooConfig, store_args: StoreArguments) -> str:
+    return build_magpie_zoo(config, ArtifactStore.from_args(store_args))
+
+
+def run_persyn_math(config: PersynMathConfig, synthesis: SynthesisConfig, store_args: StoreArguments) -> str:
+    return build_persyn_math(config, synthesis, ArtifactStore.from_args(store_args))
+
+
+def run_personalized(config: PersonalizedConfig, store_args: StoreArguments) -> str:
+    return build_personalized(config, ArtifactStore.from_args(store_args))
+
+
+# builder -> (its parser's dataclasses, what runs them, one-line help)
+BUILDERS = {
+    "magpie_zoo": (
+        (MagpieZooConfig, StoreArguments),
+        run_magpie_zoo,
+        "Magpie-Zoo prompts and precomputed parallel responses (train + router subset).",
+    ),
+    "persyn_math": (
+        (PersynMathConfig, SynthesisConfig, StoreArguments),
+        run_persyn_math,
+        "PerSyn-Math: OpenR1-Math problems answered by every math teacher, with rejection sampling.",
+    ),
+    "personalized": (
+        (PersonalizedConfig, StoreArguments),
+        run_personalized,
+        "A strategy's personalized SFT dataset (TRL prompt-completion) with its allocation card.",
+    ),
+}
+
+
+class BuildParser(TrlParser):
+    """`persyn-hf build <builder> ...`: one `TrlParser` subparser per builder, each over its own dataclasses.
+
+    Parsing hands the arguments after the builder's name to that builder's parser, so its `--config` YAML and
+    flags are checked against its own fields only: an unknown key is an error that names it.
+    """
+
+    def __init__(self):
+        super().__init__(prog="persyn-hf build", description="Build a dataset and its card.")
+        self.builders = self.add_subparsers(
+            dest="builder",
+            metavar="builder",
+            required=True,
+            parser_class=TrlParser,
+            help="one of: " + ", ".join(BUILDERS),
+        )
+        for name, (dataclass_types, _, help_line) in BUILDERS.items():
+            self.builders.add_parser(name, dataclass_types=dataclass_types, help=help_line, description=help_line)
+
+    def parse_args_and_config(self, args=None, **kwargs) -> tuple:
+        """`(builder, *its dataclasses)`."""
+        args = list(sys.argv[1:] if args is None else args)
+        if not args or args[0] not in self.builders.choices:
+            self.parse_args(args)  # prints the help, or the error that names the valid builders, and exits
+        return (args[0], *self.builders.choices[args[0]].parse_args_and_config(args[1:], **kwargs))
+
+
+def make_parser() -> BuildParser:
+    return BuildParser()
+
+
+def main(builder: str, *dataclasses) -> None:
+    location = BUILDERS[builder][1](*dataclasses)
+    print(f"persyn-hf build {builder}: wrote {location}")
+
+
+if __name__ == "__main__":
+    main(*parse_args(make_parser(), sys.argv[1:]))
