@@ -132,8 +132,23 @@ class ArtifactStore:
         return str(target)
 
     def load_dataset(self, repo_id: str, config_name: str = "default", split: str = "train") -> Dataset:
-        """Load one split of an artifact the usual way (`datasets.load_dataset`)."""
-        return load_dataset(self.location(repo_id), config_name, split=split)
+        """Load one split of an artifact with `datasets.load_dataset`.
+
+        Locally, the parquet file named by the card is loaded by its absolute path: `datasets` caches a local
+        folder by its name, so two stores holding the same repo id would otherwise share a cache entry.
+        """
+        if self.hub:
+            return load_dataset(repo_id, config_name, split=split)
+        target = Path(self.location(repo_id))
+        configs = {c["config_name"]: c for c in _read_card(target / "README.md")[0].get("configs", [])}
+        if config_name not in configs:
+            raise FileNotFoundError(
+                f"No config {config_name!r} in the stored dataset {repo_id!r} at {target}; found {sorted(configs)}"
+            )
+        files = {f["split"]: f["path"] for f in configs[config_name]["data_files"]}
+        if split not in files:
+            raise FileNotFoundError(f"No split {split!r} in {repo_id!r} config {config_name!r}; found {sorted(files)}")
+        return load_dataset("parquet", data_files={split: str(target / files[split])}, split=split)
 
     # Internals ------------------------------------------------------------------------------------
 

@@ -1,8 +1,15 @@
 """Shared fixtures: tiny real models and tokenizers built locally, once per test session."""
 
-import pytest
+import os
 
-from persyn_hf.fixtures import build_causal_lm, build_tokenizer
+# Nothing in the suite may reach the Hub: offline, no telemetry (tests of the push path point the
+# client at a local fake Hub in a subprocess with their own environment).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import pytest  # noqa: E402
+
+from persyn_hf.fixtures import build_causal_lm, build_tokenizer  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,61 @@
+"""`persyn-hf` dispatches verbs, and every verb parses its recipe strictly."""
+
+import subprocess
+import sys
+
+import pytest
+
+from persyn_hf.cli import main
+from persyn_hf.scripts import VERBS
+
+
+def test_help_lists_every_verb_with_one_line():
+    result = subprocess.run(["persyn-hf", "--help"], capture_output=True, text=True, check=True)
+    for verb, (_, help_line) in VERBS.items():
+        assert f"  {verb:<14}{help_line}" in result.stdout
+
+
+def test_unknown_verb_names_the_choices():
+    with pytest.raises(SystemExit, match=r"unknown verb 'trian'; choose one of: generate, score"):
+        main(["trian"])
+
+
+@pytest.mark.parametrize("verb", sorted(VERBS))
+def test_every_verb_has_a_parser_and_main(verb):
+    import importlib
+
+    module = importlib.import_module(VERBS[verb][0])
+    assert callable(module.main)
+    assert module.make_parser().parse_args_and_config is not None
+
+
+def test_unknown_recipe_key_is_an_error_naming_it(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("router_repo_id: r\nprompts_repo_id: p\nassignments_repo_id: a\nbatch_sise: 8\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "persyn_hf.cli", "route", "--config", str(recipe)], capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert "Unknown arguments from config file: ['--batch_sise', '8']" in result.stderr
+
+
+def test_unknown_flag_is_an_error_naming_it(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("router_repo_id: r\nprompts_repo_id: p\nassignments_repo_id: a\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "persyn_hf.cli", "route", "--config", str(recipe), "--no_such_flag", "1"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert "not used by the HfArgumentParser: ['--no_such_flag', '1']" in result.stderr
+
+
+def test_import_stays_light():
+    code = (
+        "import sys, persyn_hf\n"
+        "heavy = [m for m in ('trl.trainer', 'trl.trainer.sft_trainer', 'lm_eval', 'peft') if m in sys.modules]\n"
+        "print(heavy)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
