@@ -1,0 +1,1 @@
+"""The embedded demo world: problems, teachers and student trained locally, and the `persyn-hf demo` run."""

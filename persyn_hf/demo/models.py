@@ -1,0 +1,127 @@
+"""Train the demo world's tokenizer, teachers and student with TRL, cached on disk after the first run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from datasets import Dataset
+from transformers import AutoTokenizer
+
+from persyn_hf.demo.world import make_problems, pretraining_corpus, respond
+from persyn_hf.fixtures import build_causal_lm, build_tokenizer
+
+
+@dataclass(frozen=True)
+class LMRecipe:
+    """How one demo model is made: its architecture, size and training budget."""
+
+    arch: str = "qwen2"
+    hidden_size: int = 64
+    num_hidden_layers: int = 2
+    steps: int = 200
+    learning_rate: float = 3e-3
+    batch_size: int = 32
+    seed: int = 0
+    style: str | None = None  # teachers only: the answer style they are trained on
+
+
+def _fingerprint(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _cached(path: Path, build) -> str:
+    """Build into a temporary folder and move it in place, so an interrupted build is never reused."""
+    if (path / "config.json").exists() or (path / "tokenizer.json").exists():
+        return str(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}-"))
+    try:
+        build(staging)
+        staging.rename(path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return str(path)
+
+
+def world_tokenizer(cache_dir: str | Path, seed: int = 0) -> str:
+    """A BPE tokenizer trained on the world's text (problems and every style of answer)."""
+    rng = random.Random(seed)
+    problems = make_problems(400, seed, split="tokenizer")
+    corpus = [p.prompt for p in problems] + [respond(p, style, rng) for p in problems for style in ("long_cot", "sloppy")]
+    path = Path(cache_dir) / f"tokenizer-{_fingerprint(seed, corpus[:3])}"
+    return _cached(path, lambda out: build_tokenizer(corpus, vocab_size=320, save_dir=out))
+
+
+def _train(model, tokenizer, dataset: Dataset, recipe: LMRecipe, out: Path) -> None:
+    from trl import SFTConfig, SFTTrainer
+
+    args = SFTConfig(
+        output_dir=str(out / "trainer"),
+        max_steps=recipe.steps,
+        per_device_train_batch_size=recipe.batch_size,
+        learning_rate=recipe.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=min(20, recipe.steps // 10),
+        max_length=192,
+        logging_steps=max(1, recipe.steps // 4),
+        save_strategy="no",
+        report_to="none",
+        seed=recipe.seed,
+        use_cpu=True,
+        bf16=False,  # SFTConfig defaults to bf16 autocast, which is slow on CPU
+        gradient_checkpointing=False,
+        disable_tqdm=True,
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    trainer.train()
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    shutil.rmtree(out / "trainer", ignore_errors=True)
+
+
+def _lm(tokenizer, recipe: LMRecipe):
+    return build_causal_lm(
+        tokenizer,
+        arch=recipe.arch,
+        hidden_size=recipe.hidden_size,
+        num_hidden_layers=recipe.num_hidden_layers,
+        num_attention_heads=4,
+        seed=recipe.seed,
+    )
+
+
+def train_teacher(tokenizer_path: str, recipe: LMRecipe, cache_dir: str | Path, num_examples: int = 2000) -> str:
+    """A teacher trained on `num_examples` conversations answered in `recipe.style`; returns its folder."""
+    path = Path(cache_dir) / f"teacher-{recipe.style}-{_fingerprint(asdict(recipe), num_examples, tokenizer_path)}"
+
+    def build(out: Path) -> None:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+        rng = random.Random(recipe.seed)
+        rows = [
+            {
+                "prompt": [{"role": "user", "content": p.prompt}],
+                "completion": [{"role": "assistant", "content": respond(p, recipe.style, rng)}],
+            }
+            for p in make_problems(num_examples, recipe.seed, split=f"teacher-{recipe.style}")
+        ]
+        _train(_lm(tokenizer, recipe), tokenizer, Dataset.from_list(rows), recipe, out)
+
+    return _cached(path, build)
+
+
+def pretrain_student(tokenizer_path: str, recipe: LMRecipe, cache_dir: str | Path, num_lines: int = 3000) -> str:
+    """A student lightly pretrained on single-step facts and problem statements; returns its folder."""
+    path = Path(cache_dir) / f"student-{_fingerprint(asdict(recipe), num_lines, tokenizer_path)}"
+
+    def build(out: Path) -> None:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+        dataset = Dataset.from_dict({"text": pretraining_corpus(num_lines, recipe.seed)})
+        _train(_lm(tokenizer, recipe), tokenizer, dataset, recipe, out)
+
+    return _cached(path, build)
