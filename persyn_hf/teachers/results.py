@@ -1,0 +1,132 @@
+"""The durable results store: every sample is appended to disk as it arrives, so a re-run skips it.
+
+Layout of a results directory:
+
+- `results.jsonl`: one JSON record per line, keyed by (`prompt_id`, `teacher`, `sample_index`), flushed after
+  each record. A record torn by a killed process is cut off when the store reopens; nothing else is lost.
+- `manifest.json`: each teacher's fingerprint (`model_id` and generation parameters). Reopening the store
+  with a teacher whose fingerprint changed is an error: its stored samples answer different settings.
+- `.lock`: held while a run writes, so two runs never write one store.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from persyn_hf.teachers.spec import TeacherSpec
+
+RESULTS_FILE = "results.jsonl"
+MANIFEST_FILE = "manifest.json"
+LOCK_FILE = ".lock"
+
+
+def teacher_fingerprint(spec: TeacherSpec) -> str:
+    """What a stored sample depends on: the model and its generation parameters."""
+    payload = json.dumps({"model_id": spec.model_id, "generation": spec.generation}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+class ResultStore:
+    """Append-only on-disk store of generated samples, opened for one run at a time.
+
+    Use as a context manager: `with ResultStore(path, teachers) as store: ...`.
+    """
+
+    def __init__(self, directory: str | Path, teachers: Iterable[TeacherSpec]):
+        self.directory = Path(directory)
+        self.teachers = list(teachers)
+        self.records: dict[tuple, dict] = {}
+        self._file = None
+        self._lock = None
+
+    def __enter__(self) -> ResultStore:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock = open(self.directory / LOCK_FILE, "w")  # noqa: SIM115 - held for the store's lifetime
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise RuntimeError(
+                f"Another run is writing to the results store {str(self.directory)!r}; wait for it or use another "
+                "`results_dir`."
+            ) from None
+        try:
+            self._check_manifest()
+            self._load()
+        except Exception:
+            self._release()
+            raise
+        self._file = open(self.directory / RESULTS_FILE, "a", encoding="utf-8")  # noqa: SIM115
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            self._file = None
+        self._release()
+
+    def _release(self) -> None:
+        fcntl.flock(self._lock, fcntl.LOCK_UN)
+        self._lock.close()
+
+    def _check_manifest(self) -> None:
+        path = self.directory / MANIFEST_FILE
+        manifest = json.loads(path.read_text()) if path.exists() else {}
+        changed = [
+            spec.name
+            for spec in self.teachers
+            if spec.name in manifest and manifest[spec.name] != teacher_fingerprint(spec)
+        ]
+        if changed:
+            raise ValueError(
+                f"Teachers {changed} changed `model_id` or `generation` since their samples were stored in "
+                f"{str(self.directory)!r}; use a new `results_dir`, or delete that directory to regenerate."
+            )
+        manifest.update({spec.name: teacher_fingerprint(spec) for spec in self.teachers})
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{MANIFEST_FILE}-")
+        with os.fdopen(fd, "w") as file:
+            json.dump(manifest, file, indent=2, sort_keys=True)
+        os.replace(tmp, path)
+
+    def _load(self) -> None:
+        """Read every complete record; cut off a last line torn by a killed process."""
+        path = self.directory / RESULTS_FILE
+        if not path.exists():
+            return
+        data = path.read_bytes()
+        complete = data.rfind(b"\n") + 1
+        if complete < len(data):
+            with open(path, "r+b") as file:
+                file.truncate(complete)
+        for number, line in enumerate(data[:complete].splitlines(), start=1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(
+                    f"{str(path)!r} line {number} is not a JSON record ({error}); fix or remove it"
+                ) from None
+            self.records.setdefault(self.key(record), record)
+
+    @staticmethod
+    def key(record: dict) -> tuple:
+        return record["prompt_id"], record["teacher"], record["sample_index"]
+
+    def get(self, prompt_id, teacher: str, sample_index: int) -> dict | None:
+        return self.records.get((prompt_id, teacher, sample_index))
+
+    def append(self, record: dict) -> None:
+        """Store one sample durably (written and flushed before this returns)."""
+        key = self.key(record)
+        if key in self.records:
+            raise ValueError(f"Sample {key} is already stored; the store never holds a key twice")
+        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._file.flush()
+        self.records[key] = record

@@ -1,0 +1,320 @@
+"""A small server on 127.0.0.1 that speaks text-generation-inference's protocol, for tests and benchmarks.
+
+Routes: `POST /generate` (and `POST /`, as TGI), `POST /v1/chat/completions`, `GET /info`, `GET /health`.
+It answers with a local `transformers` model (`model_path`), or without one with `respond(prompt)` after a
+fixed service latency. Tests inject faults: HTTP 429 / 424 / 503 / 422, slow responses, dropped connections.
+
+Usage, as a process (prints the URL, serves until killed):
+
+```bash
+python -m persyn_hf.teachers.server --latency_ms 50
+python -m persyn_hf.teachers.server --model_path path/to/tiny-model --port 8080
+```
+
+In Python:
+
+```python
+with TeacherServer(model_path=path) as server:
+    server.faults.script.extend(["429", "drop"])  # the next two generation requests fail this way
+    ...  # a teacher with `base_url: server.url`
+```
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable
+
+from aiohttp import web
+
+FAULTS = ("429", "424", "503", "422", "drop", "slow")
+# Body of each HTTP fault, as TGI sends it.
+FAULT_BODIES = {
+    "429": {"error": "Model is overloaded", "error_type": "overloaded"},
+    "424": {"error": "Request failed during generation: injected", "error_type": "generation"},
+    "503": {"error": "Service unavailable: injected", "error_type": "unavailable"},
+    "422": {"error": "Input validation error: injected", "error_type": "validation"},
+}
+
+
+class Faults:
+    """The faults a test injects into generation requests: first `script` in order, then random `rates`.
+
+    Parameters:
+        rates: Probability of each fault per request, e.g. `{"429": 0.1, "drop": 0.05}`; kinds are in `FAULTS`.
+        slow_s: How long a `"slow"` response waits before answering normally.
+        seed: Seed of the random draws.
+    """
+
+    def __init__(self, rates: dict[str, float] | None = None, slow_s: float = 1.0, seed: int = 0):
+        self.script: deque[str] = deque()
+        self.slow_s = slow_s
+        self.set_rates(rates or {})
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+
+    def set_rates(self, rates: dict[str, float]) -> None:
+        unknown = [kind for kind in rates if kind not in FAULTS]
+        if unknown or sum(rates.values()) > 1:
+            raise ValueError(f"Fault rates must use kinds {list(FAULTS)} and sum to at most 1, got {rates}")
+        self.rates = dict(rates)
+
+    def draw(self) -> str | None:
+        """The fault for the next request, if any."""
+        with self._lock:
+            if self.script:
+                return self.script.popleft()
+            roll = self._random.random()
+        for kind, rate in self.rates.items():
+            if roll < rate:
+                return kind
+            roll -= rate
+        return None
+
+
+def _count_words(text: str) -> int:
+    return len(text.split())
+
+
+class TeacherServer:
+    """A TGI-protocol server on 127.0.0.1 in a background thread.
+
+    Parameters:
+        model_path: Folder of a `transformers` causal LM with a chat template; `None` answers with `respond`.
+        respond: Without a model, the text answered to a prompt (the rendered `inputs`, or the chat messages).
+        latency_s: Service time added to every generation request.
+        max_new_tokens: Default `max_new_tokens` of a request that sets none.
+        max_total_tokens: Largest `max_new_tokens` accepted; larger requests get a 422 validation error.
+        model_id: What `/info` reports.
+        port: 0 picks a free port.
+    """
+
+    def __init__(
+        self,
+        model_path: str | None = None,
+        respond: Callable[[str | list[dict]], str] | None = None,
+        latency_s: float = 0.0,
+        max_new_tokens: int = 32,
+        max_total_tokens: int = 512,
+        model_id: str = "persyn-hf/test-teacher",
+        port: int = 0,
+    ):
+        self.model_path = model_path
+        self.respond = respond or (lambda prompt: "ok")
+        self.latency_s = latency_s
+        self.max_new_tokens = max_new_tokens
+        self.max_total_tokens = max_total_tokens
+        self.model_id = model_id
+        self.port = port
+        self.faults = Faults()
+        self.stats: Counter[str] = Counter()
+        self.authorizations: Counter[str] = Counter()
+        self.engine = None
+        self._in_flight = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # Life cycle -----------------------------------------------------------------------------------
+
+    def start(self) -> TeacherServer:
+        if self.model_path is not None:
+            from persyn_hf.teachers.backends import LocalBackend
+            from persyn_hf.teachers.spec import TeacherSpec
+
+            spec = TeacherSpec(
+                name="server", model_id=self.model_id, family="local", size_b=1, model_path=self.model_path
+            )
+            self.engine = LocalBackend(spec)
+            self.engine.config.device = "cpu"
+            self.engine.load()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="teacher-server", daemon=True)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._serve(), self._loop).result()
+        return self
+
+    async def _serve(self) -> None:
+        app = web.Application(client_max_size=64 * 1024**2)
+        app.router.add_post("/", self._generate)
+        app.router.add_post("/generate", self._generate)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_get("/info", self._info)
+        app.router.add_get("/health", self._health)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, backlog=1024)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]
+
+    def stop(self) -> None:
+        if self._loop is None:
+            return
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+        self._loop = None
+
+    def __enter__(self) -> TeacherServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # Routes ---------------------------------------------------------------------------------------
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.Response()
+
+    async def _info(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "model_id": self.model_id,
+                "max_total_tokens": self.max_total_tokens,
+                "max_concurrent_requests": 1024,
+                "router": "persyn-hf test server",
+            }
+        )
+
+    async def _fault(self, request: web.Request) -> web.Response | None:
+        """Apply the next injected fault: an error response, a dropped connection, or a delay."""
+        fault = self.faults.draw()
+        if fault is None:
+            return None
+        self.stats[f"fault_{fault}"] += 1
+        if fault == "slow":
+            await asyncio.sleep(self.faults.slow_s)
+            return None
+        if fault == "drop":
+            request.transport.abort()
+            return web.Response()
+        return web.json_response(FAULT_BODIES[fault], status=int(fault))
+
+    async def _admit(self, request: web.Request, max_new_tokens: int | None) -> web.Response | None:
+        """Count the request, inject a fault, validate it as TGI does; a response means: answer that."""
+        self.stats["requests"] += 1
+        self.authorizations[request.headers.get("Authorization", "")] += 1
+        response = await self._fault(request)
+        if response is not None:
+            return response
+        if max_new_tokens is not None and max_new_tokens > self.max_total_tokens:
+            error = f"`max_new_tokens` must be <= {self.max_total_tokens}. Given: {max_new_tokens}"
+            return web.json_response({"error": error, "error_type": "validation"}, status=422)
+        return None
+
+    async def _complete(
+        self, prompt: str | list[dict], generation: dict, seed: int | None
+    ) -> tuple[str, str, int, int]:
+        """(text, finish_reason, prompt_tokens, completion_tokens) after the service latency."""
+        self._in_flight += 1
+        self.stats["max_in_flight"] = max(self.stats["max_in_flight"], self._in_flight)
+        try:
+            if self.latency_s:
+                await asyncio.sleep(self.latency_s)
+            if self.engine is None:
+                text = self.respond(prompt)
+                rendered = prompt if isinstance(prompt, str) else " ".join(m["content"] for m in prompt)
+                result = text, "stop", _count_words(rendered), _count_words(text) + 1
+            else:
+                if not isinstance(prompt, str):
+                    prompt = self.engine.tokenizer.apply_chat_template(
+                        prompt, add_generation_prompt=True, tokenize=False
+                    )
+                generation = {"max_new_tokens": self.max_new_tokens, **generation}
+                [done] = await asyncio.to_thread(self.engine.generate_rendered, [prompt], generation, seed)
+                result = done.text, done.finish_reason, done.prompt_tokens, done.completion_tokens
+        finally:
+            self._in_flight -= 1
+        self.stats["completions"] += 1
+        return result
+
+    async def _generate(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        parameters = dict(body.get("parameters") or {})
+        response = await self._admit(request, parameters.get("max_new_tokens"))
+        if response is not None:
+            return response
+        if not isinstance(body.get("inputs"), str) or not body["inputs"]:
+            return web.json_response({"error": "`inputs` cannot be empty", "error_type": "validation"}, status=422)
+        details, seed = parameters.pop("details", False), parameters.pop("seed", None)
+        generation = {key: value for key, value in parameters.items() if value is not None}
+        generation.pop("return_full_text", None)
+        text, finish_reason, _, completion_tokens = await self._complete(body["inputs"], generation, seed)
+        output = {"generated_text": text}
+        if details:
+            tgi_reason = {"stop": "eos_token", "length": "length"}[finish_reason]
+            output["details"] = {
+                "finish_reason": tgi_reason,
+                "generated_tokens": completion_tokens,
+                "seed": seed,
+                "prefill": [],
+                "tokens": [],
+            }
+        return web.json_response(output)
+
+    async def _chat(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        response = await self._admit(request, body.get("max_tokens"))
+        if response is not None:
+            return response
+        if not body.get("messages"):
+            return web.json_response({"error": "`messages` cannot be empty", "error_type": "validation"}, status=422)
+        generation = {"max_new_tokens": body.get("max_tokens")}
+        generation.update(
+            {key: body.get(key) for key in ("temperature", "top_p", "top_k", "stop", "repetition_penalty")}
+        )
+        generation = {key: value for key, value in generation.items() if value is not None}
+        text, finish_reason, prompt_tokens, completion_tokens = await self._complete(
+            body["messages"], generation, body.get("seed")
+        )
+        return web.json_response(
+            {
+                "id": f"chatcmpl-{uuid.uuid4().hex}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.get("model", self.model_id),
+                "system_fingerprint": "persyn-hf-test-server",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": finish_reason,
+                        "logprobs": None,
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
+            }
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="A TGI-protocol server on 127.0.0.1 for tests and benchmarks.")
+    parser.add_argument("--model_path", default=None, help="Folder of a causal LM; none answers 'ok'.")
+    parser.add_argument("--latency_ms", type=float, default=0.0, help="Service time of each generation request.")
+    parser.add_argument("--port", type=int, default=0, help="Port (0: a free one).")
+    args = parser.parse_args(argv)
+    server = TeacherServer(model_path=args.model_path, latency_s=args.latency_ms / 1000, port=args.port).start()
+    print(server.url, flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

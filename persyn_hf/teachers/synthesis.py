@@ -1,0 +1,447 @@
+"""Synthesis: teachers answer prompts, in parallel (Generate-then-Select) or as routed (Route-then-Generate).
+
+- `mode="parallel"`: every teacher answers every prompt (the router's training subset, PerSyn-Math);
+- `mode="routed"`: each teacher answers only the prompts an assignments dataset gives it.
+
+Math prompts (a non-empty `answer`) go through rejection sampling (paper, appendix A.1): k samples per teacher,
+4 under 72B and 2 for 72B-or-larger and long-CoT teachers, each verified with math-verify; one correct sample is
+kept, else one incorrect sample at random (seeded). Every sample is stored durably as it arrives
+(`persyn_hf.teachers.results`), so a re-run with the same `results_dir` resumes where the last one stopped.
+
+```python
+from persyn_hf.teachers import load_teachers
+from persyn_hf.teachers.synthesis import SynthesisConfig, synthesize
+
+generations, cost = synthesize(prompts, load_teachers("recipes/teachers/tgi.yaml"), SynthesisConfig(mode="parallel"))
+print(cost)
+```
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import tempfile
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from datasets import Dataset, Features, Value
+
+from persyn_hf.rewards import require_columns, verify_answer
+from persyn_hf.teachers.pool import Failure, PoolConfig, TeacherPool
+from persyn_hf.teachers.results import ResultStore
+from persyn_hf.teachers.spec import TeacherSpec
+
+logger = logging.getLogger(__name__)
+
+MODES = ("parallel", "routed")
+
+
+@dataclass
+class SynthesisConfig(PoolConfig):
+    """How teachers answer prompts. Subclasses `PoolConfig` (concurrency, time-outs, retries).
+
+    Parameters:
+        mode (`str`, *optional*, defaults to `"parallel"`):
+            `"parallel"`: every teacher answers every prompt; `"routed"`: each answers its assigned prompts.
+        samples_small (`int`, *optional*, defaults to `4`):
+            Samples per math prompt from a teacher under `large_teacher_size_b` that is not long-CoT.
+        samples_large (`int`, *optional*, defaults to `2`):
+            Samples per math prompt from a teacher of `large_teacher_size_b` or more, or a long-CoT one.
+        large_teacher_size_b (`float`, *optional*, defaults to `72.0`):
+            Size (billions of parameters) from which a teacher counts as large.
+        stop_at_first_correct (`bool`, *optional*, defaults to `False`):
+            Stop sampling a math prompt at its first correct sample: fewer generations, the same rule for which
+            prompts get a correct answer. The paper draws all samples.
+        verify_timeout_s (`float`, *optional*, defaults to `5.0`):
+            Time limit of one math-verify check; a check that runs out counts as incorrect.
+        verify_workers (`int`, *optional*, defaults to `2`):
+            math-verify checks run at once, each in its own worker process (a check takes milliseconds).
+        seed (`int`, *optional*, defaults to `42`):
+            Seed of the sampling requests, of the choice among kept samples and of the retry jitter.
+        results_dir (`str`, *optional*):
+            Directory of the durable results store; a re-run with the same directory resumes. `None`: a
+            temporary directory (no resume).
+        allow_incomplete (`bool`, *optional*, defaults to `False`):
+            Return the rows that were done when some are not (the failures are in the cost report) instead of
+            raising `SynthesisError`.
+    """
+
+    mode: str = field(default="parallel", metadata={"help": "`parallel` or `routed`.", "choices": list(MODES)})
+    samples_small: int = field(default=4, metadata={"help": "Samples per math prompt from teachers under 72B."})
+    samples_large: int = field(
+        default=2, metadata={"help": "Samples per math prompt from 72B-or-larger and long-CoT teachers."}
+    )
+    large_teacher_size_b: float = field(default=72.0, metadata={"help": "Size (B) from which a teacher is large."})
+    stop_at_first_correct: bool = field(
+        default=False, metadata={"help": "Stop sampling a math prompt at its first correct sample."}
+    )
+    verify_timeout_s: float = field(default=5.0, metadata={"help": "Time limit of one math-verify check (s)."})
+    verify_workers: int = field(default=2, metadata={"help": "math-verify checks run at once (one process each)."})
+    seed: int = field(default=42, metadata={"help": "Seed of sampling, sample choice and retry jitter."})
+    results_dir: str | None = field(
+        default=None, metadata={"help": "Durable results store; re-running with it resumes. None: temporary."}
+    )
+    allow_incomplete: bool = field(
+        default=False, metadata={"help": "Return the rows done when some are not, instead of raising."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.mode not in MODES:
+            raise ValueError(f"`mode` must be one of {list(MODES)}, got {self.mode!r}")
+        for name in ("samples_small", "samples_large", "verify_workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be at least 1, got {getattr(self, name)}")
+
+
+class SynthesisError(RuntimeError):
+    """Some prompts were left undone; `failures` lists them. What was done is in the results store."""
+
+    def __init__(self, message: str, failures: list[Failure]):
+        super().__init__(message)
+        self.failures = failures
+
+
+@dataclass
+class Job:
+    """One prompt for one teacher: its messages, its gold answer (math) and how many samples to draw."""
+
+    prompt_id: Any
+    messages: list[dict]
+    answer: str | None
+    num_samples: int
+
+
+@dataclass
+class TeacherCost:
+    """What one teacher spent, and what Generate-then-Select would have asked of it on the same prompts."""
+
+    teacher: str
+    rows: int = 0
+    generations: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    gts_generations: int = 0
+
+    @property
+    def gts_completion_tokens(self) -> int | None:
+        """Generate-then-Select's completion tokens, at this teacher's mean tokens per generation here."""
+        if not self.generations:
+            return None
+        return round(self.gts_generations * self.completion_tokens / self.generations)
+
+
+@dataclass
+class CostReport:
+    """Generations and tokens per teacher, beside what Generate-then-Select (N prompts x n teachers) needs."""
+
+    mode: str
+    num_prompts: int
+    teachers: list[TeacherCost]
+    failures: list[Failure] = field(default_factory=list)
+
+    @property
+    def generations(self) -> int:
+        return sum(cost.generations for cost in self.teachers)
+
+    @property
+    def gts_generations(self) -> int:
+        return sum(cost.gts_generations for cost in self.teachers)
+
+    def to_dict(self) -> dict:
+        return {
+            "mode": self.mode,
+            "num_prompts": self.num_prompts,
+            "num_teachers": len(self.teachers),
+            "generations": self.generations,
+            "prompt_tokens": sum(cost.prompt_tokens for cost in self.teachers),
+            "completion_tokens": sum(cost.completion_tokens for cost in self.teachers),
+            "gts_generations": self.gts_generations,
+            "teachers": [
+                {**asdict(cost), "gts_completion_tokens": cost.gts_completion_tokens} for cost in self.teachers
+            ],
+            "failures": [asdict(failure) for failure in self.failures],
+        }
+
+    def table(self) -> str:
+        header = (
+            "teacher",
+            "rows",
+            "generations",
+            "prompt tok",
+            "completion tok",
+            "GtS generations",
+            "GtS compl. tok",
+        )
+        lines = [
+            (
+                c.teacher,
+                c.rows,
+                c.generations,
+                c.prompt_tokens,
+                c.completion_tokens,
+                c.gts_generations,
+                "?" if c.gts_completion_tokens is None else c.gts_completion_tokens,
+            )
+            for c in self.teachers
+        ]
+        totals = self.to_dict()
+        gts_tokens = [c.gts_completion_tokens for c in self.teachers]
+        lines.append(
+            ("total", sum(c.rows for c in self.teachers), totals["generations"], totals["prompt_tokens"],
+             totals["completion_tokens"], totals["gts_generations"],
+             "?" if None in gts_tokens else sum(gts_tokens))
+        )  # fmt: skip
+        widths = [max(len(str(row[i])) for row in [header, *lines]) for i in range(len(header))]
+        render = ["  ".join(str(v).rjust(w) if i else str(v).ljust(w) for i, (v, w) in enumerate(zip(row, widths)))
+                  for row in [header, *lines]]  # fmt: skip
+        render.insert(1, "-" * len(render[0]))
+        ratio = self.gts_generations / self.generations if self.generations else float("nan")
+        render.append(
+            f"{self.mode}: {self.generations} generations for {self.num_prompts} prompts; Generate-then-Select "
+            f"({self.num_prompts} prompts x {len(self.teachers)} teachers) needs {self.gts_generations} ({ratio:.2f}x)."
+        )
+        if self.failures:
+            render.append(f"{len(self.failures)} (prompt, teacher) pairs left undone.")
+        return "\n".join(render)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def num_samples(spec: TeacherSpec, config: SynthesisConfig) -> int:
+    """Samples per math prompt for `spec`: its own `samples`, else the paper's size / long-CoT rule."""
+    if spec.samples is not None:
+        return spec.samples
+    large = spec.size_b >= config.large_teacher_size_b or spec.long_cot
+    return config.samples_large if large else config.samples_small
+
+
+def request_seed(seed: int, prompt_id, teacher: str, sample_index: int) -> int:
+    """A stable per-sample seed, so that a resumed run asks for exactly what the first one would have."""
+    digest = hashlib.sha256(f"{seed}:{prompt_id}:{teacher}:{sample_index}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") >> 1
+
+
+def _messages(row: dict) -> list[dict]:
+    if row.get("messages"):
+        return [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
+    if isinstance(row.get("prompt"), str) and row["prompt"]:
+        return [{"role": "user", "content": row["prompt"]}]
+    raise ValueError(f"Prompt {row['prompt_id']!r} has neither a non-empty `prompt` nor `messages`; give it one.")
+
+
+def _answer(row: dict) -> str | None:
+    answer = row.get("answer")
+    return None if answer is None or str(answer).strip() == "" else str(answer)
+
+
+def plan_jobs(
+    prompts: Dataset, teachers: list[TeacherSpec], config: SynthesisConfig, assignments: Dataset | None = None
+) -> dict[str, list[Job]]:
+    """Each teacher's jobs, in prompt order: all prompts (parallel) or its assigned ones (routed)."""
+    require_columns(prompts, ["prompt_id"], "prompts")
+    if "prompt" not in prompts.column_names and "messages" not in prompts.column_names:
+        raise ValueError(f"The prompts dataset needs a `prompt` or a `messages` column; it has {prompts.column_names}")
+    ids = prompts["prompt_id"]
+    duplicates = sorted({str(i) for i, count in Counter(ids).items() if count > 1})
+    if duplicates:
+        raise ValueError(f"`prompt_id` must be unique in the prompts dataset; repeated: {duplicates[:10]}")
+    names = [spec.name for spec in teachers]
+    if config.mode == "parallel":
+        if assignments is not None:
+            raise ValueError("`assignments` are for mode='routed'; drop them or set `mode='routed'`.")
+        teacher_of = None
+    else:
+        if assignments is None:
+            raise ValueError(
+                "mode='routed' needs `assignments` (`prompt_id`, `teacher`), e.g. from `persyn-hf route`."
+            )
+        teacher_of = _assignment_map(assignments, set(ids), names)
+    jobs = {name: [] for name in names}
+    samples = {spec.name: num_samples(spec, config) for spec in teachers}
+    columns = [column for column in ("prompt_id", "prompt", "messages", "answer") if column in prompts.column_names]
+    for row in prompts.select_columns(columns).to_list():  # far faster than iterating the dataset row by row
+        answer, prompt_id = _answer(row), row["prompt_id"]
+        targets = names if teacher_of is None else [teacher_of[prompt_id]] if prompt_id in teacher_of else []
+        if targets:
+            messages = _messages(row)
+        for name in targets:
+            jobs[name].append(Job(prompt_id, messages, answer, samples[name] if answer is not None else 1))
+    return jobs
+
+
+def _assignment_map(assignments: Dataset, prompt_ids: set, names: list[str]) -> dict:
+    require_columns(assignments, ["prompt_id", "teacher"], "assignments")
+    teacher_of = {}
+    for prompt_id, teacher in zip(assignments["prompt_id"], assignments["teacher"]):
+        if prompt_id in teacher_of:
+            raise ValueError(f"Prompt {prompt_id!r} is assigned twice; give each prompt one teacher.")
+        teacher_of[prompt_id] = teacher
+    unknown = sorted({t for t in teacher_of.values() if t not in names}, key=str)
+    if unknown:
+        raise ValueError(f"Assignments name teachers {unknown} that are not in the teacher specs {names}.")
+    missing = [p for p in teacher_of if p not in prompt_ids]
+    if missing:
+        raise ValueError(f"{len(missing)} assigned prompt ids are not in the prompts dataset, e.g. {missing[:5]}.")
+    unassigned = len(prompt_ids) - len(teacher_of)
+    if unassigned:
+        logger.warning("%d of %d prompts have no assignment and are not generated.", unassigned, len(prompt_ids))
+    return teacher_of
+
+
+def select_sample(samples: list[dict], seed: int, prompt_id, teacher: str) -> dict:
+    """One correct sample if any, else one incorrect, chosen at random (seeded per prompt and teacher)."""
+    correct = [sample for sample in samples if sample["correct"]]
+    return random.Random(f"{seed}:{prompt_id}:{teacher}").choice(correct or samples)
+
+
+def _correct(samples: list[dict]) -> bool | None:
+    verdicts = [sample["correct"] for sample in samples]
+    if any(verdicts):
+        return True
+    return False if False in verdicts else None
+
+
+async def _generate(jobs, teachers, config, store) -> list[Failure]:
+    async def answer(spec: TeacherSpec, job: Job) -> None:
+        for index in range(job.num_samples):
+            record = store.get(job.prompt_id, spec.name, index)
+            if record is None:
+                seed = request_seed(config.seed, job.prompt_id, spec.name, index)
+                completion = await pool.request(spec.name, job.messages, seed)
+                correct = None
+                if job.answer is not None:
+                    correct = await loop.run_in_executor(
+                        verifiers, verify_answer, job.answer, completion.text, config.verify_timeout_s
+                    )
+                record = {"prompt_id": job.prompt_id, "teacher": spec.name, "sample_index": index,
+                          **vars(completion), "correct": correct}  # fmt: skip
+                store.append(record)
+            if config.stop_at_first_correct and record["correct"]:
+                return
+
+    pending = {name: [job for job in teacher_jobs if _stored(store, job, name, config) is None]
+               for name, teacher_jobs in jobs.items()}  # fmt: skip
+    loop = asyncio.get_running_loop()
+    active = [spec for spec in teachers if pending[spec.name]]
+    with ThreadPoolExecutor(config.verify_workers, thread_name_prefix="math-verify") as verifiers:
+        async with TeacherPool(active, config, seed=config.seed) as pool:
+            return await pool.run(pending, answer)
+
+
+def _stored(store: ResultStore, job: Job, teacher: str, config: SynthesisConfig) -> list[dict] | None:
+    """The samples of a complete job: all k, or (with `stop_at_first_correct`) up to the first correct one."""
+    samples = []
+    for index in range(job.num_samples):
+        record = store.get(job.prompt_id, teacher, index)
+        if record is None:
+            return None
+        samples.append(record)
+        if config.stop_at_first_correct and record["correct"]:
+            break
+    return samples
+
+
+def _features(prompts: Dataset) -> Features:
+    return Features(
+        {
+            "prompt_id": prompts.features["prompt_id"],
+            "teacher": Value("string"),
+            "response": Value("string"),
+            "finish_reason": Value("string"),
+            "num_samples": Value("int32"),
+            "correct": Value("bool"),
+            "prompt_tokens": Value("int64"),
+            "completion_tokens": Value("int64"),
+        }
+    )
+
+
+def _rows_and_costs(jobs, teachers, config, store, prompt_ids) -> tuple[list[dict], list[TeacherCost]]:
+    """Output rows in prompt order, then teacher order, and what each teacher spent on them."""
+    costs = {spec.name: TeacherCost(spec.name) for spec in teachers}
+    math_prompts = {job.prompt_id for teacher_jobs in jobs.values() for job in teacher_jobs if job.answer is not None}
+    order = {prompt_id: [] for prompt_id in prompt_ids}
+    for spec in teachers:
+        cost = costs[spec.name]
+        cost.gts_generations = len(prompt_ids) + len(math_prompts) * (num_samples(spec, config) - 1)
+        for job in jobs[spec.name]:
+            stored = [store.get(job.prompt_id, spec.name, i) for i in range(job.num_samples)]
+            for record in filter(None, stored):
+                cost.generations += 1
+                cost.prompt_tokens += record["prompt_tokens"] or 0
+                cost.completion_tokens += record["completion_tokens"] or 0
+            samples = _stored(store, job, spec.name, config)
+            if samples is None:
+                continue
+            chosen = select_sample(samples, config.seed, job.prompt_id, spec.name)
+            cost.rows += 1
+            order[job.prompt_id].append(
+                {
+                    "prompt_id": job.prompt_id,
+                    "teacher": spec.name,
+                    "response": chosen["text"],
+                    "finish_reason": chosen["finish_reason"],
+                    "num_samples": len(samples),
+                    "correct": _correct(samples),
+                    "prompt_tokens": chosen["prompt_tokens"],
+                    "completion_tokens": chosen["completion_tokens"],
+                }
+            )
+    return [row for prompt_rows in order.values() for row in prompt_rows], list(costs.values())
+
+
+def synthesize(
+    prompts: Dataset,
+    teachers: list[TeacherSpec],
+    config: SynthesisConfig,
+    assignments: Dataset | None = None,
+) -> tuple[Dataset, CostReport]:
+    """Teachers answer prompts; returns the generations dataset (one row per prompt and teacher) and its cost.
+
+    Args:
+        prompts: `prompt_id`, `prompt` (str) or `messages`, optional `answer` (math: rejection sampling).
+        teachers: The teacher specs (`load_teachers`).
+        config: Mode, rejection sampling, results store, concurrency and retries.
+        assignments: `prompt_id`, `teacher` (mode `"routed"` only).
+
+    Raises:
+        SynthesisError: some (prompt, teacher) pairs are undone and `config.allow_incomplete` is off; the samples
+            that were generated are in `config.results_dir`, and a re-run with it does only the rest.
+    """
+    jobs = plan_jobs(prompts, teachers, config, assignments)
+    planned = {job.prompt_id for teacher_jobs in jobs.values() for job in teacher_jobs}
+    prompt_ids = [prompt_id for prompt_id in prompts["prompt_id"] if prompt_id in planned]
+    with (
+        tempfile.TemporaryDirectory(prefix="persyn-results-") as scratch,
+        ResultStore(config.results_dir or scratch, teachers) as store,
+    ):
+        failures = asyncio.run(_generate(jobs, teachers, config, store))
+        rows, costs = _rows_and_costs(jobs, teachers, config, store, prompt_ids)
+    report = CostReport(config.mode, len(prompt_ids), costs, failures)
+    if failures and not config.allow_incomplete:
+        raise SynthesisError(_failure_message(failures, config), failures)
+    if failures:
+        logger.warning(_failure_message(failures, config))
+    return Dataset.from_list(rows, features=_features(prompts)), report
+
+
+def _failure_message(failures: list[Failure], config: SynthesisConfig) -> str:
+    lines = []
+    for teacher in dict.fromkeys(f.teacher for f in failures):
+        mine = [f for f in failures if f.teacher == teacher]
+        ids = ", ".join(str(f.prompt_id) for f in mine[:5]) + (", ..." if len(mine) > 5 else "")
+        errors = Counter(f.error for f in mine).most_common(1)[0][0]
+        lines.append(f"  - {teacher}: {len(mine)} prompts undone ({ids}); most common error: {errors}")
+    resume = (
+        f"re-run with `results_dir={config.results_dir!r}` to do only what is missing"
+        if config.results_dir
+        else "set `results_dir` to keep what was done across runs"
+    )
+    return "Some prompts were left undone:\n" + "\n".join(lines) + f"\nFix the teachers, then {resume}."

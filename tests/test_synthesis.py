@@ -1,0 +1,335 @@
+"""Synthesis: rejection sampling, parallel and routed modes, the cost report, durable resume, and the CLI."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import datasets
+import pytest
+import yaml
+from datasets import Dataset
+
+from persyn_hf.cli import parse_args
+from persyn_hf.scripts import generate as generate_script
+from persyn_hf.store import ArtifactStore
+from persyn_hf.teachers import TeacherSpec
+from persyn_hf.teachers.results import RESULTS_FILE, ResultStore
+from persyn_hf.teachers.server import TeacherServer
+from persyn_hf.teachers.synthesis import SynthesisConfig, synthesize
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "Qwen2.5-1.5B-Instruct" / "generate"
+QUIET = {"disable_tqdm": True, "backoff_base_s": 0.005}
+
+
+def remote(name: str, url: str, size_b: float = 7, **overrides) -> TeacherSpec:
+    return TeacherSpec(
+        name=name, model_id=f"org/{name}", family="F", size_b=size_b, backend="openai", base_url=url, **overrides
+    )
+
+
+def scripted(answers: dict[str, list[str]]):
+    """A teacher whose n-th answer to a question is `answers[question][n]`: its correctness is ours to set."""
+    calls = Counter()
+
+    def respond(messages):
+        question = messages[-1]["content"]
+        n = calls[question]
+        calls[question] += 1
+        return f"Attempt {n}: the answer is \\boxed{{{answers[question][n]}}}."
+
+    return respond
+
+
+MATH = Dataset.from_dict(
+    {
+        "prompt_id": ["q1", "q2", "q3"],
+        "prompt": ["What is 2 + 2?", "What is 3 + 4?", "Say hi."],
+        "answer": ["4", "7", None],
+    }
+)
+
+
+def test_rejection_sampling_keeps_a_correct_sample_else_an_incorrect_one():
+    small = scripted({"What is 2 + 2?": [5, 4, 6, 4], "What is 3 + 4?": [1, 2, 3, 5], "Say hi.": ["hi"]})
+    large = scripted({"What is 2 + 2?": [3, 4], "What is 3 + 4?": [8, 9], "Say hi.": ["hi"]})
+    long_cot = scripted({"What is 2 + 2?": [4, 1], "What is 3 + 4?": [0, 0], "Say hi.": ["hi"]})
+    with TeacherServer(respond=small) as s, TeacherServer(respond=large) as big, TeacherServer(respond=long_cot) as c:
+        teachers = [remote("small", s.url), remote("large", big.url, size_b=72), remote("cot", c.url, long_cot=True)]
+        generations, report = synthesize(MATH, teachers, SynthesisConfig(**QUIET))
+    rows = {(row["prompt_id"], row["teacher"]): row for row in generations}
+    assert list(rows) == [(q, t) for q in ("q1", "q2", "q3") for t in ("small", "large", "cot")]
+    assert rows["q1", "small"]["response"] in {
+        "Attempt 1: the answer is \\boxed{4}.",
+        "Attempt 3: the answer is \\boxed{4}.",
+    }
+    assert rows["q1", "large"]["response"] == "Attempt 1: the answer is \\boxed{4}."
+    assert rows["q1", "cot"]["response"] == "Attempt 0: the answer is \\boxed{4}."
+    assert rows["q2", "small"]["response"].startswith(("Attempt 0", "Attempt 1", "Attempt 2", "Attempt 3"))
+    assert rows["q2", "large"]["response"].startswith(("Attempt 0", "Attempt 1"))
+    expected = {  # (num_samples, correct)
+        ("q1", "small"): (4, True), ("q1", "large"): (2, True), ("q1", "cot"): (2, True),
+        ("q2", "small"): (4, False), ("q2", "large"): (2, False), ("q2", "cot"): (2, False),
+        ("q3", "small"): (1, None), ("q3", "large"): (1, None), ("q3", "cot"): (1, None),
+    }  # fmt: skip
+    assert {key: (row["num_samples"], row["correct"]) for key, row in rows.items()} == expected
+    assert {row["finish_reason"] for row in generations} == {"stop"}
+
+    # Cost, by hand: the server counts words. Prompts: "What is 2 + 2?" 5, "What is 3 + 4?" 5, "Say hi." 2;
+    # each answer "Attempt n: the answer is \boxed{x}." is 6 words + the end-of-turn token = 7.
+    costs = {cost["teacher"]: cost for cost in report.to_dict()["teachers"]}
+    assert costs["small"] == {
+        "teacher": "small",
+        "rows": 3,
+        "generations": 9,  # 4 + 4 + 1
+        "prompt_tokens": 42,  # 4*5 + 4*5 + 2
+        "completion_tokens": 63,  # 9*7
+        "gts_generations": 9,
+        "gts_completion_tokens": 63,
+    }
+    assert (costs["large"]["generations"], costs["large"]["prompt_tokens"], costs["large"]["completion_tokens"]) == (
+        5,
+        22,
+        35,
+    )
+    assert report.to_dict()["generations"] == report.to_dict()["gts_generations"] == 19
+
+
+def test_stop_at_first_correct_draws_fewer_samples():
+    small = scripted({"What is 2 + 2?": [5, 4, 6, 4], "What is 3 + 4?": [1, 2, 3, 5], "Say hi.": ["hi"]})
+    with TeacherServer(respond=small) as server:
+        generations, report = synthesize(
+            MATH, [remote("small", server.url)], SynthesisConfig(stop_at_first_correct=True, **QUIET)
+        )
+        assert server.stats["completions"] == 2 + 4 + 1
+    assert generations["num_samples"] == [2, 4, 1]
+    assert generations["response"][0] == "Attempt 1: the answer is \\boxed{4}."
+    assert (report.generations, report.gts_generations) == (7, 9)
+
+
+def test_the_kept_incorrect_sample_is_random_and_seeded(tmp_path):
+    questions = [f"What is {i} + {i}?" for i in range(20)]
+    prompts = Dataset.from_dict({"prompt_id": list(range(20)), "prompt": questions, "answer": ["-1"] * 20})
+
+    def kept(seed):
+        with TeacherServer(respond=scripted({q: [1, 2, 3, 4] for q in questions})) as server:
+            generations, _ = synthesize(prompts, [remote("t", server.url)], SynthesisConfig(seed=seed, **QUIET))
+        assert generations["correct"] == [False] * 20
+        return [response.split(":")[0] for response in generations["response"]]
+
+    first = kept(seed=1)
+    assert kept(seed=1) == first
+    assert len(set(first)) > 1
+    assert kept(seed=2) != first
+
+
+def test_routed_mode_asks_each_teacher_only_its_prompts():
+    prompts = Dataset.from_dict(
+        {
+            "prompt_id": [f"p{i}" for i in range(6)],
+            "prompt": [f"Question {i}" for i in range(6)],
+            "answer": ["1", "2", None, None, None, None],
+        }
+    )
+    assignments = Dataset.from_dict(
+        {
+            "prompt_id": ["p0", "p1", "p2", "p3", "p4", "p5"],
+            "teacher": ["a", "b", "a", "a", "b", "c"],
+            "router_scores": [[0.0, 0.0, 0.0]] * 6,
+        }
+    )
+    with TeacherServer() as a, TeacherServer() as b, TeacherServer() as c:
+        teachers = [remote("a", a.url), remote("b", b.url, size_b=72), remote("c", c.url, long_cot=True)]
+        generations, report = synthesize(prompts, teachers, SynthesisConfig(mode="routed", **QUIET), assignments)
+        assert (a.stats["completions"], b.stats["completions"], c.stats["completions"]) == (6, 3, 1)
+    assert list(zip(generations["prompt_id"], generations["teacher"])) == list(
+        zip(assignments["prompt_id"], assignments["teacher"])
+    )
+    assert generations["num_samples"] == [4, 2, 1, 1, 1, 1]
+    assert generations["correct"] == [False, False, None, None, None, None]
+    # Generate-then-Select: 6 prompts x 3 teachers, the 2 math prompts drawn 4 (a) or 2 (b, c) times.
+    costs = {cost.teacher: cost for cost in report.teachers}
+    assert [(costs[t].generations, costs[t].gts_generations) for t in "abc"] == [(6, 12), (3, 8), (1, 8)]
+    # every answer is "ok": 1 word + the end-of-turn token
+    assert [costs[t].gts_completion_tokens for t in "abc"] == [24, 16, 16]
+    assert (
+        "routed: 10 generations for 6 prompts; Generate-then-Select (6 prompts x 3 teachers) needs 28 (2.80x)."
+        in str(report)
+    )
+
+
+def test_chat_messages_are_sent_as_they_are():
+    prompts = Dataset.from_dict(
+        {
+            "prompt_id": [0],
+            "messages": [[{"role": "system", "content": "Be terse."}, {"role": "user", "content": "Hi"}]],
+        }
+    )
+    with TeacherServer(respond=lambda messages: "|".join(m["role"] for m in messages)) as server:
+        generations, _ = synthesize(prompts, [remote("t", server.url)], SynthesisConfig(**QUIET))
+    assert generations["response"] == ["system|user"]
+
+
+@pytest.mark.parametrize(
+    ("prompts", "config", "assignments", "match"),
+    [
+        ({"prompt_id": [1, 1], "prompt": ["a", "b"]}, {}, None, r"`prompt_id` must be unique .* repeated: \['1'\]"),
+        ({"prompt_id": [1], "text": ["a"]}, {}, None, "needs a `prompt` or a `messages` column"),
+        ({"prompt": ["a"]}, {}, None, r"lacks column\(s\) \['prompt_id'\]"),
+        ({"prompt_id": [1], "prompt": [""]}, {}, None, "Prompt 1 has neither a non-empty `prompt` nor `messages`"),
+        ({"prompt_id": [1], "prompt": ["a"]}, {"mode": "routed"}, None, "mode='routed' needs `assignments`"),
+        ({"prompt_id": [1], "prompt": ["a"]}, {}, {"prompt_id": [1], "teacher": ["t"]}, "are for mode='routed'"),
+        ({"prompt_id": [1], "prompt": ["a"]}, {"mode": "routed"}, {"prompt_id": [1], "teacher": ["x"]},
+         r"name teachers \['x'\] that are not in the teacher specs \['t'\]"),
+        ({"prompt_id": [1], "prompt": ["a"]}, {"mode": "routed"}, {"prompt_id": [2], "teacher": ["t"]},
+         r"1 assigned prompt ids are not in the prompts dataset, e.g. \[2\]"),
+        ({"prompt_id": [1], "prompt": ["a"]}, {"mode": "routed"}, {"prompt_id": [1, 1], "teacher": ["t", "t"]},
+         "Prompt 1 is assigned twice"),
+    ],
+)  # fmt: skip
+def test_bad_inputs_are_named(prompts, config, assignments, match, tmp_path):
+    assignments = Dataset.from_dict(assignments) if assignments else None
+    teachers = [remote("t", "http://127.0.0.1:9")]
+    with pytest.raises(ValueError, match=match):
+        synthesize(
+            Dataset.from_dict(prompts), teachers, SynthesisConfig(results_dir=str(tmp_path), **config), assignments
+        )
+    assert not (tmp_path / RESULTS_FILE).exists()
+
+
+def test_a_rerun_generates_only_what_is_missing(tmp_path):
+    prompts = Dataset.from_dict({"prompt_id": list(range(10)), "prompt": [f"q{i}" for i in range(10)]})
+    config = SynthesisConfig(results_dir=str(tmp_path), **QUIET)
+    with TeacherServer(respond=lambda _: "first run") as server:
+        synthesize(prompts.select(range(4)), [remote("t", server.url)], config)
+    with TeacherServer(respond=lambda _: "second run") as server:
+        generations, report = synthesize(prompts, [remote("t", server.url)], config)
+        assert server.stats["completions"] == 6
+    assert generations["response"] == ["first run"] * 4 + ["second run"] * 6
+    assert report.generations == 10
+
+    changed = remote("t", "http://127.0.0.1:9", generation={"temperature": 0.7})
+    with pytest.raises(ValueError, match=r"Teachers \['t'\] changed `model_id` or `generation`"):
+        synthesize(prompts, [changed], config)
+
+
+def test_one_store_has_one_writer(tmp_path):
+    prompts = Dataset.from_dict({"prompt_id": [1], "prompt": ["q"]})
+    teachers = [remote("t", "http://127.0.0.1:9")]
+    with ResultStore(tmp_path, teachers), pytest.raises(RuntimeError, match="Another run is writing"):
+        synthesize(prompts, teachers, SynthesisConfig(results_dir=str(tmp_path), **QUIET))
+
+
+def test_a_torn_last_record_is_cut_off(tmp_path):
+    record = {"prompt_id": 1, "teacher": "t", "sample_index": 0, "text": "x"}
+    (tmp_path / RESULTS_FILE).write_text(json.dumps(record) + "\n" + '{"prompt_id": 2, "tea')
+    with ResultStore(tmp_path, []) as store:
+        assert list(store.records) == [(1, "t", 0)]
+        store.append({**record, "prompt_id": 3})
+    lines = (tmp_path / RESULTS_FILE).read_text().splitlines()
+    assert [json.loads(line)["prompt_id"] for line in lines] == [1, 3]
+
+
+@pytest.fixture
+def datasets_cache(tmp_path, monkeypatch):
+    """A datasets cache of the test's own (here and in its subprocesses): `load_dataset` caches local folders
+    by their name, so another test's folder of the same name could otherwise be read back instead."""
+    cache = tmp_path / "datasets-cache"
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(cache))
+
+
+def run_generate(argv: list[str]) -> None:
+    generate_script.main(*parse_args(generate_script.make_parser(), argv))
+
+
+def test_parallel_and_routed_recipes_run_on_local_models(tmp_path, datasets_cache, tiny_qwen2_path, tiny_llama_path):
+    store = ArtifactStore(tmp_path / "store")
+    prompts = Dataset.from_dict(
+        {"prompt_id": [0, 1, 2], "prompt": ["What is 2 + 2?", "What is 3 + 3?", "Say hi."], "answer": ["4", "6", None]}
+    )
+    store.save_dataset("persyn/persyn-math", prompts, config_name="prompts")
+    teachers = tmp_path / "teachers.yaml"
+    teachers.write_text(
+        yaml.safe_dump(
+            [
+                {"name": "qwen", "model_id": "tiny/qwen", "family": "Qwen", "size_b": 7, "model_path": tiny_qwen2_path,
+                 "generation": {"max_new_tokens": 6}},
+                {"name": "llama", "model_id": "tiny/llama", "family": "Llama", "size_b": 72, "model_path": tiny_llama_path,
+                 "generation": {"max_new_tokens": 6}},
+            ]
+        )
+    )  # fmt: skip
+    overrides = ["--teachers", str(teachers), "--store_root", str(store.root), "--disable_tqdm", "true"]
+
+    run_generate(["--config", str(RECIPES / "config_parallel.yaml"), *overrides])
+    parallel = store.load_dataset("persyn/persyn-math-router-subset")
+    assert sorted(zip(parallel["prompt_id"], parallel["teacher"])) == sorted(
+        (p, t) for p in range(3) for t in ("qwen", "llama")
+    )
+    assert sorted(zip(parallel["prompt_id"], parallel["teacher"], parallel["num_samples"])) == [
+        (0, "llama", 2), (0, "qwen", 4), (1, "llama", 2), (1, "qwen", 4), (2, "llama", 1), (2, "qwen", 1)
+    ]  # fmt: skip
+    cost = json.loads(Path(store.location("persyn/persyn-math-router-subset"), "cost_report-default.json").read_text())
+    assert (cost["mode"], cost["generations"], cost["gts_generations"]) == ("parallel", 14, 14)
+
+    assignments = Dataset.from_dict(
+        {"prompt_id": [0, 1, 2], "teacher": ["llama", "qwen", "qwen"], "router_scores": [[]] * 3}
+    )
+    store.save_dataset("persyn/persyn-math-assignments-Qwen2.5-1.5B-Instruct", assignments, config_name="persyn")
+    run_generate(["--config", str(RECIPES / "config_routed.yaml"), *overrides])
+    routed = store.load_dataset("persyn/persyn-math-routed-Qwen2.5-1.5B-Instruct")
+    assert list(zip(routed["prompt_id"], routed["teacher"], routed["num_samples"])) == [
+        (0, "llama", 2),
+        (1, "qwen", 4),
+        (2, "qwen", 1),
+    ]
+    assert set(routed["correct"][:2]) <= {True, False} and routed["correct"][2] is None
+    # the parallel run stored these very samples: the routed run's results are the same ones
+    assert (
+        routed["response"][0]
+        == parallel.filter(lambda r: (r["prompt_id"], r["teacher"]) == (0, "llama"))["response"][0]
+    )
+
+
+def test_a_killed_run_resumes_without_losing_or_redoing_anything(tmp_path, datasets_cache):
+    """SIGKILL a real `persyn-hf generate` process mid-run, run it again: every row, each generated once."""
+    store = ArtifactStore(tmp_path / "store")
+    store.save_dataset(
+        "me/prompts", Dataset.from_dict({"prompt_id": list(range(60)), "prompt": [f"q{i}" for i in range(60)]})
+    )
+    results = tmp_path / "results"
+    with TeacherServer(latency_s=0.1, respond=lambda messages: f"answer to {messages[-1]['content']}") as server:
+        teachers = tmp_path / "teachers.yaml"
+        teachers.write_text(yaml.safe_dump([{**remote("t", server.url, max_concurrency=2).__dict__}]))
+        command = [
+            sys.executable, "-m", "persyn_hf.scripts.generate", "--prompts_dataset", "me/prompts",
+            "--teachers", str(teachers), "--output_dataset", "me/generations", "--store_root", str(store.root),
+            "--results_dir", str(results), "--disable_tqdm", "true",
+        ]  # fmt: skip
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        results_file = results / RESULTS_FILE
+        deadline = time.monotonic() + 120
+        while not (results_file.exists() and results_file.read_bytes().count(b"\n") >= 10):
+            assert process.poll() is None, process.stderr.read().decode()
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        time.sleep(0.5)  # requests in flight when it died finish on the server
+        stored = results_file.read_bytes().count(b"\n")
+        assert 10 <= stored < 60
+        served = server.stats["completions"]
+
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+        assert server.stats["completions"] - served == 60 - stored  # only the missing rows were generated
+
+    generations = store.load_dataset("me/generations")
+    assert sorted(generations["prompt_id"]) == list(range(60))
+    assert generations["response"] == [f"answer to q{i}" for i in generations["prompt_id"]]
+    records = [json.loads(line) for line in results_file.read_text().splitlines()]
+    assert sorted(r["prompt_id"] for r in records) == list(range(60))
