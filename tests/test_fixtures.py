@@ -32,7 +32,9 @@ def test_tiny_models_load_back_and_generate(fixture, request):
     model = AutoModelForCausalLM.from_pretrained(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     assert model.config.model_type == fixture.split("_")[1]
-    inputs = tokenizer.apply_chat_template(MESSAGES[:1], add_generation_prompt=True, return_dict=True, return_tensors="pt")
+    inputs = tokenizer.apply_chat_template(
+        MESSAGES[:1], add_generation_prompt=True, return_dict=True, return_tensors="pt"
+    )
     output = model.generate(**inputs, max_new_tokens=6, do_sample=False)
     assert output.shape[1] > inputs["input_ids"].shape[1]
     assert torch.equal(output[0, : inputs["input_ids"].shape[1]], inputs["input_ids"][0])

@@ -14,7 +14,9 @@ from persyn_hf.store import ArtifactStore
 def test_model_round_trips_with_tokenizer_and_card(tmp_path, tiny_qwen2_path):
     model = AutoModelForCausalLM.from_pretrained(tiny_qwen2_path)
     tokenizer = AutoTokenizer.from_pretrained(tiny_qwen2_path)
-    card = ModelCard.from_template(ModelCardData(license="apache-2.0"), template_str="---\n{{ card_data }}\n---\n# Student")
+    card = ModelCard.from_template(
+        ModelCardData(license="apache-2.0"), template_str="---\n{{ card_data }}\n---\n# Student"
+    )
     store = ArtifactStore(tmp_path)
 
     location = store.save_model("user/student", model, tokenizer=tokenizer, card=card)
@@ -83,5 +85,7 @@ def test_two_stores_with_the_same_repo_id_never_share_a_cache(tmp_path):
 def test_loading_a_missing_config_lists_what_is_there(tmp_path):
     store = ArtifactStore(tmp_path)
     store.save_dataset("user/d", Dataset.from_dict({"v": [1]}), config_name="persyn")
-    with pytest.raises(FileNotFoundError, match=r"No config 'oracle' in the stored dataset 'user/d'.*found \['persyn'\]"):
+    with pytest.raises(
+        FileNotFoundError, match=r"No config 'oracle' in the stored dataset 'user/d'.*found \['persyn'\]"
+    ):
         store.load_dataset("user/d", "oracle")

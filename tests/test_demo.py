@@ -1,0 +1,89 @@
+"""`persyn-hf demo --config recipes/demo/config_quick.yaml`: the whole method, end to end, on the quick world."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from datasets import load_dataset
+from huggingface_hub import DatasetCard, ModelCard
+from transformers import AutoModel
+
+from persyn_hf.demo.pipeline import STRATEGIES
+from persyn_hf.router import PersynRouterModel
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    command = [
+        "persyn-hf", "demo", "--config", "recipes/demo/config_quick.yaml",
+        "--output_dir", str(out), "--store_root", str(out / "store"), "--cache_dir", str(out / "cache"),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result.stdout
+
+
+def test_prints_the_table_and_writes_results(demo):
+    out, stdout = demo
+    report = json.loads((out / "results.json").read_text())
+    assert [row["strategy"] for row in report["results"]] == STRATEGIES
+    teachers = [t["name"] for t in yaml.safe_load((REPO / "recipes/demo/teachers.yaml").read_text())["teachers"]]
+    needed = {
+        "persyn": 48 * 4 + 96,
+        "car": 48 * 4 + 96,
+        "strong": 96,
+        "family_strong": 96,
+        "mix": 96,
+        "oracle": 96 * 4,
+    }
+    for row in report["results"]:
+        assert 0.0 <= row["accuracy"] <= 1.0
+        assert list(row["allocation"]) == teachers
+        assert sum(row["allocation"].values()) == pytest.approx(1.0)
+        assert row["generations"] == needed.get(row["strategy"], 96 * 4)
+        assert f"| {row['strategy']} | {row['accuracy']:.3f} | {row['generations']} |" in stdout
+    by_name = {row["strategy"]: row for row in report["results"]}
+    assert by_name["strong"]["allocation"]["long-cot"] == 1.0
+    assert by_name["family_strong"]["allocation"]["terse"] == 1.0
+    assert 0.0 <= report["router"]["hit_at_3"] <= 1.0
+    assert report["wall_time_s"]["total"] >= report["wall_time_s"]["world"] > 0
+
+
+def test_allocation_chart_is_a_png(demo):
+    out, _ = demo
+    assert (out / "allocation_persyn.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_router_loads_with_automodel_and_routes_like_the_assignments(demo):
+    out, _ = demo
+    router = AutoModel.from_pretrained(out / "store" / "demo" / "persyn-router")
+    assert isinstance(router, PersynRouterModel)
+    assert router.config.teachers == ["long-cot", "short-cot", "terse", "sloppy"]
+    assignments = load_dataset("parquet", data_files=str(out / "store/demo/assignments-persyn/data/*.parquet"))[
+        "train"
+    ]
+    prompts = load_dataset("parquet", data_files=str(out / "store/demo/prompts/data/*.parquet"))["train"]
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(out / "store" / "demo" / "persyn-router")
+    names, _ = router.route(prompts["prompt"][:8], tokenizer, show_progress=False)
+    assert names == assignments["teacher"][:8]
+
+
+def test_every_artifact_has_its_card(demo):
+    out, _ = demo
+    store = out / "store" / "demo"
+    personalized = DatasetCard.load(store / "personalized" / "README.md")
+    assert sorted(c["config_name"] for c in personalized.data.configs) == sorted(STRATEGIES)
+    for strategy in STRATEGIES:
+        data = load_dataset(str(store / "personalized"), strategy, split="train")
+        assert set(data["strategy"]) == {strategy}
+        card = ModelCard.load(store / f"student-{strategy}" / "README.md")
+        assert strategy in card.text
+    assert "hit" in ModelCard.load(store / "persyn-router" / "README.md").text.lower()
