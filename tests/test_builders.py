@@ -67,7 +67,7 @@ def magpie_store(tmp_path_factory):
         "recipes/magpie_zoo/build/config_magpie_zoo.yaml",
         source=source,
         store_root=root,
-        output_repo="user/magpie",
+        output_repo_id="user/magpie",
         num_train_prompts=8,
         num_router_prompts=3,
     )
@@ -109,8 +109,8 @@ def test_magpie_zoo_sample_follows_the_seed(tmp_path, magpie_store):
     source = write_magpie_source(tmp_path / "magpie.parquet")
     recipe = "recipes/magpie_zoo/build/config_magpie_zoo.yaml"
     sizes = {"num_train_prompts": 8, "num_router_prompts": 3, "store_root": tmp_path / "store"}
-    build("magpie_zoo", recipe, source=source, output_repo="user/same", **sizes)
-    build("magpie_zoo", recipe, source=source, output_repo="user/other", sample_seed=7, **sizes)
+    build("magpie_zoo", recipe, source=source, output_repo_id="user/same", **sizes)
+    build("magpie_zoo", recipe, source=source, output_repo_id="user/other", sample_seed=7, **sizes)
     store = ArtifactStore(tmp_path / "store")
     same = store.load_dataset("user/same", "prompts")["prompt_id"]
     assert same == magpie_store.load_dataset("user/magpie", "prompts")["prompt_id"]
@@ -185,13 +185,13 @@ def save_assignments(store, repo_id, prompt_ids, teachers):
 
 
 def build_personalized(store, strategy, assignments, **overrides):
-    inputs = {"generations_repo": "user/magpie", "prompts_repo": "user/magpie", "output_repo": "user/sft"}
+    inputs = {"generations_repo_id": "user/magpie", "prompts_repo_id": "user/magpie", "output_repo_id": "user/sft"}
     build(
         "personalized",
         "recipes/magpie_zoo/build/config_personalized.yaml",
         strategy=strategy,
         student="Qwen/Qwen2.5-1.5B-Instruct",
-        assignments_repo=assignments,
+        assignments_repo_id=assignments,
         store_root=store.root,
         **(inputs | overrides),
     )
@@ -207,7 +207,7 @@ def personalized_store(magpie_store):
     save_assignments(magpie_store, "user/assign-persyn", ids, persyn)
     scores = {"prompt_id": ids[:2], "teacher": persyn[:2], "reward": [0.25, 0.75]}
     magpie_store.save_dataset("user/scores", Dataset.from_dict(scores))
-    build_personalized(magpie_store, "persyn", "user/assign-persyn", scores_repo="user/scores")
+    build_personalized(magpie_store, "persyn", "user/assign-persyn", scores_repo_id="user/scores")
     save_assignments(magpie_store, "user/assign-strong", ids, ["Qwen2.5-72B-Instruct"] * 8)
     build_personalized(magpie_store, "strong", "user/assign-strong")
     return magpie_store
@@ -249,14 +249,14 @@ def test_personalized_rejects_a_teacher_missing_from_the_specs(magpie_store, tmp
     ids = magpie_store.load_dataset("user/magpie", "prompts")["prompt_id"]
     save_assignments(magpie_store, "user/assign-bad", ids, ["Mistral-7B-Instruct-v0.3"] * 8)
     with pytest.raises(ValueError, match=r"Teacher\(s\) \['Mistral-7B-Instruct-v0.3'\] in the assignments are not in"):
-        build_personalized(magpie_store, "bad", "user/assign-bad", output_repo="user/bad")
+        build_personalized(magpie_store, "bad", "user/assign-bad", output_repo_id="user/bad")
     assert not (magpie_store.root / "user/bad").exists()
 
 
 def test_personalized_rejects_assignments_without_responses(magpie_store):
     save_assignments(magpie_store, "user/assign-unknown", ["uuid-100", "uuid-101"], ["gemma-2-2b-it"] * 2)
     with pytest.raises(ValueError, match=r"2 assigned \(prompt_id, teacher\) pairs have no response in 'user/magpie'"):
-        build_personalized(magpie_store, "unknown", "user/assign-unknown", output_repo="user/unknown")
+        build_personalized(magpie_store, "unknown", "user/assign-unknown", output_repo_id="user/unknown")
     assert not (magpie_store.root / "user/unknown").exists()
 
 
@@ -312,7 +312,7 @@ def test_persyn_math_end_to_end_with_local_teachers(tmp_path, math_teachers):
         samples_large=2,
         results_dir=tmp_path / "results",
         store_root=tmp_path / "store",
-        output_repo="user/persyn-math",
+        output_repo_id="user/persyn-math",
     )
     store = ArtifactStore(tmp_path / "store")
     parallel = store.load_dataset("user/persyn-math", "default")

@@ -188,6 +188,7 @@ def write_inputs(root) -> dict[str, str]:
         "teachers": str(root / "teachers.yaml"),
         "scores_repo_id": "test/scores",
         "prompts_repo_id": "test/prompts",
+        "prompts_config": "default",
         "router_repo_id": "test/router",
         "store_root": str(root / "store"),
         "output_dir": str(root / "trainer"),

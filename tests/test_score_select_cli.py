@@ -56,7 +56,9 @@ def store(tmp_path, monkeypatch):
 def score_argv(store, student, **overrides):
     options = {
         "generations_repo_id": "local/generations",
+        "generations_config": "default",
         "prompts_repo_id": "local/prompts",
+        "prompts_config": "default",
         "scores_repo_id": "local/scores",
         "student": student,
         "store_root": str(store.root),
@@ -87,8 +89,9 @@ def test_score_then_select_from_the_recipes(store, tiny_qwen2_path, tmp_path):
     teachers = tmp_path / "teachers.yaml"
     teachers.write_text(yaml.safe_dump({"teachers": TEACHERS}))
     common = [
-        "--config", str(RECIPES / "select" / "config_baselines.yaml"),
-        "--prompts_repo_id=local/prompts", "--scores_repo_id=local/scores", f"--teachers={teachers}",
+        "--config", str(RECIPES / "select" / "config_baselines_math.yaml"),
+        "--prompts_repo_id=local/prompts", "--prompts_config=default", "--scores_repo_id=local/scores",
+        f"--teachers={teachers}",
         f"--store_root={store.root}", "--student_family=Tiny",
     ]  # fmt: skip
     cli(["select", *common, "--assignments_repo_id=local/oracle"])

@@ -267,20 +267,22 @@ def test_parallel_and_routed_recipes_run_on_local_models(tmp_path, datasets_cach
     overrides = ["--teachers", str(teachers), "--store_root", str(store.root), "--disable_tqdm", "true"]
 
     run_generate(["--config", str(RECIPES / "config_parallel.yaml"), *overrides])
-    parallel = store.load_dataset("persyn/persyn-math-router-subset")
+    parallel = store.load_dataset("persyn/persyn-math-router-subset", "generations")
     assert sorted(zip(parallel["prompt_id"], parallel["teacher"])) == sorted(
         (p, t) for p in range(3) for t in ("qwen", "llama")
     )
     assert sorted(zip(parallel["prompt_id"], parallel["teacher"], parallel["num_samples"])) == [
         (0, "llama", 2), (0, "qwen", 4), (1, "llama", 2), (1, "qwen", 4), (2, "llama", 1), (2, "qwen", 1)
     ]  # fmt: skip
-    cost = json.loads(Path(store.location("persyn/persyn-math-router-subset"), "cost_report-default.json").read_text())
+    cost = json.loads(
+        Path(store.location("persyn/persyn-math-router-subset"), "cost_report-generations.json").read_text()
+    )
     assert (cost["mode"], cost["generations"], cost["gts_generations"]) == ("parallel", 14, 14)
 
     assignments = Dataset.from_dict(
         {"prompt_id": [0, 1, 2], "teacher": ["llama", "qwen", "qwen"], "router_scores": [[]] * 3}
     )
-    store.save_dataset("persyn/persyn-math-assignments-Qwen2.5-1.5B-Instruct", assignments, config_name="persyn")
+    store.save_dataset("persyn/persyn-math-assignments-Qwen2.5-1.5B-Instruct-persyn", assignments)
     run_generate(["--config", str(RECIPES / "config_routed.yaml"), *overrides])
     routed = store.load_dataset("persyn/persyn-math-routed-Qwen2.5-1.5B-Instruct")
     assert list(zip(routed["prompt_id"], routed["teacher"], routed["num_samples"])) == [
@@ -307,8 +309,8 @@ def test_a_killed_run_resumes_without_losing_or_redoing_anything(tmp_path, datas
         teachers = tmp_path / "teachers.yaml"
         teachers.write_text(yaml.safe_dump([{**remote("t", server.url, max_concurrency=2).__dict__}]))
         command = [
-            sys.executable, "-m", "persyn_hf.scripts.generate", "--prompts_dataset", "me/prompts",
-            "--teachers", str(teachers), "--output_dataset", "me/generations", "--store_root", str(store.root),
+            sys.executable, "-m", "persyn_hf.scripts.generate", "--prompts_repo_id", "me/prompts",
+            "--teachers", str(teachers), "--generations_repo_id", "me/generations", "--store_root", str(store.root),
             "--results_dir", str(results), "--disable_tqdm", "true",
         ]  # fmt: skip
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -49,7 +49,7 @@ class MagpieZooConfig:
             Local copy of Magpie-100K-Generator-Zoo: a parquet or JSON file, or a downloaded snapshot folder.
         teachers (`str`, *optional*, defaults to `"recipes/magpie_zoo/teachers.yaml"`):
             Teacher specs; each teacher's `name` is its column in the source.
-        output_repo (`str`, *optional*, defaults to `"persyn-hf/Magpie-Zoo-PerSyn"`):
+        output_repo_id (`str`, *optional*, defaults to `"persyn/magpie-zoo"`):
             Dataset repo (or local-store folder) written.
         reward_field (`str`, *optional*, defaults to `"Skywork-Reward-Llama-3.1-8B"`):
             The reward of each teacher's struct that becomes the `quality` column.
@@ -65,7 +65,7 @@ class MagpieZooConfig:
     teachers: str = field(
         default="recipes/magpie_zoo/teachers.yaml", metadata={"help": "Teacher specs; `name` = source column."}
     )
-    output_repo: str = field(default="persyn-hf/Magpie-Zoo-PerSyn", metadata={"help": "Dataset repo written."})
+    output_repo_id: str = field(default="persyn/magpie-zoo", metadata={"help": "Dataset repo written."})
     reward_field: str = field(
         default="Skywork-Reward-Llama-3.1-8B",
         metadata={
@@ -153,7 +153,7 @@ def build_magpie_zoo(config: MagpieZooConfig, store: ArtifactStore) -> str:
     router_generations = generations.select(range(config.num_router_prompts * len(teachers)))
 
     card = parallel_dataset_card(
-        repo_id=config.output_repo,
+        repo_id=config.output_repo_id,
         pretty_name="Magpie-Zoo for PerSyn",
         source_dataset=MAGPIE_ZOO_ID,
         seed=config.sample_seed,
@@ -170,7 +170,7 @@ def build_magpie_zoo(config: MagpieZooConfig, store: ArtifactStore) -> str:
             {"name": "generations", "splits": "`train`, `router`", "row": "a (prompt, teacher) response"},
         ],
     )
-    store.save_dataset(config.output_repo, prompts, card=card, config_name="prompts", split="train")
-    store.save_dataset(config.output_repo, router_prompts, config_name="prompts", split="router")
-    store.save_dataset(config.output_repo, generations, config_name="generations", split="train")
-    return store.save_dataset(config.output_repo, router_generations, config_name="generations", split="router")
+    store.save_dataset(config.output_repo_id, prompts, card=card, config_name="prompts", split="train")
+    store.save_dataset(config.output_repo_id, router_prompts, config_name="prompts", split="router")
+    store.save_dataset(config.output_repo_id, generations, config_name="generations", split="train")
+    return store.save_dataset(config.output_repo_id, router_generations, config_name="generations", split="router")

@@ -37,40 +37,40 @@ class PersonalizedConfig:
             Name of the selection strategy (`persyn`, `oracle`, `strong`, ...): the config name written.
         student (`str`):
             The student the data is personalized for (Hub id or local path; shown on the card).
-        assignments_repo (`str`):
+        assignments_repo_id (`str`):
             Assignments (`prompt_id`, `teacher`) written by `persyn-hf select` or `persyn-hf route`.
-        generations_repo (`str`):
+        generations_repo_id (`str`):
             Generations holding each assigned teacher's response.
-        prompts_repo (`str`):
+        prompts_repo_id (`str`):
             Prompts (`prompt_id`, `prompt` or `messages`).
-        output_repo (`str`):
+        output_repo_id (`str`):
             Dataset repo (or local-store folder) written.
         teachers (`str`):
             Teacher specs of the pool (families, sizes and long-CoT flags for the card).
         assignments_config (`str`, *optional*, defaults to `"default"`):
-            Config of `assignments_repo`.
+            Config of `assignments_repo_id`.
         generations_config (`str`, *optional*, defaults to `"generations"`):
-            Config of `generations_repo`.
+            Config of `generations_repo_id`.
         prompts_config (`str`, *optional*, defaults to `"prompts"`):
-            Config of `prompts_repo`.
-        scores_repo (`str`, *optional*):
+            Config of `prompts_repo_id`.
+        scores_repo_id (`str`, *optional*):
             Scores (`prompt_id`, `teacher`, `reward`) giving each example its `reward`; NaN without them.
         scores_config (`str`, *optional*, defaults to `"default"`):
-            Config of `scores_repo`.
+            Config of `scores_repo_id`.
     """
 
     strategy: str = field(metadata={"help": "Selection strategy; the config name written."})
     student: str = field(metadata={"help": "Student the data is personalized for (Hub id or local path)."})
-    assignments_repo: str = field(metadata={"help": "Assignments (`prompt_id`, `teacher`)."})
-    generations_repo: str = field(metadata={"help": "Generations with each assigned teacher's response."})
-    prompts_repo: str = field(metadata={"help": "Prompts (`prompt_id`, `prompt` or `messages`)."})
-    output_repo: str = field(metadata={"help": "Dataset repo written."})
+    assignments_repo_id: str = field(metadata={"help": "Assignments (`prompt_id`, `teacher`)."})
+    generations_repo_id: str = field(metadata={"help": "Generations with each assigned teacher's response."})
+    prompts_repo_id: str = field(metadata={"help": "Prompts (`prompt_id`, `prompt` or `messages`)."})
+    output_repo_id: str = field(metadata={"help": "Dataset repo written."})
     teachers: str = field(metadata={"help": "Teacher specs of the pool."})
-    assignments_config: str = field(default="default", metadata={"help": "Config of `assignments_repo`."})
-    generations_config: str = field(default="generations", metadata={"help": "Config of `generations_repo`."})
-    prompts_config: str = field(default="prompts", metadata={"help": "Config of `prompts_repo`."})
-    scores_repo: str | None = field(default=None, metadata={"help": "Scores giving each example its `reward`."})
-    scores_config: str = field(default="default", metadata={"help": "Config of `scores_repo`."})
+    assignments_config: str = field(default="default", metadata={"help": "Config of `assignments_repo_id`."})
+    generations_config: str = field(default="generations", metadata={"help": "Config of `generations_repo_id`."})
+    prompts_config: str = field(default="prompts", metadata={"help": "Config of `prompts_repo_id`."})
+    scores_repo_id: str | None = field(default=None, metadata={"help": "Scores giving each example its `reward`."})
+    scores_config: str = field(default="default", metadata={"help": "Config of `scores_repo_id`."})
 
 
 def _index(dataset: Dataset, artifact: str) -> dict[tuple, int]:
@@ -122,31 +122,33 @@ def build_personalized(config: PersonalizedConfig, store: ArtifactStore) -> str:
     """Join assignments with the assigned teachers' responses into the SFT dataset and save it with its card."""
     teachers = load_teachers(config.teachers)
     names = [spec.name for spec in teachers]
-    assignments = store.load_dataset(config.assignments_repo, config.assignments_config)
+    assignments = store.load_dataset(config.assignments_repo_id, config.assignments_config)
     require_columns(assignments, ["prompt_id", "teacher"], "assignments")
     if len(assignments) == 0:
-        raise ValueError(f"The assignments {config.assignments_repo!r} are empty: no prompt was selected.")
+        raise ValueError(f"The assignments {config.assignments_repo_id!r} are empty: no prompt was selected.")
     if len(set(assignments["prompt_id"])) != len(assignments):
-        raise ValueError(f"The assignments {config.assignments_repo!r} give some prompt more than one teacher.")
+        raise ValueError(f"The assignments {config.assignments_repo_id!r} give some prompt more than one teacher.")
     teacher_names_in_specs(assignments.unique("teacher"), names, "the assignments", config.teachers)
-    generations = store.load_dataset(config.generations_repo, config.generations_config)
+    generations = store.load_dataset(config.generations_repo_id, config.generations_config)
     require_columns(generations, ["prompt_id", "teacher", "response"], "generations")
-    prompts = _prompt_messages(store.load_dataset(config.prompts_repo, config.prompts_config))
+    prompts = _prompt_messages(store.load_dataset(config.prompts_repo_id, config.prompts_config))
 
     keys = list(zip(assignments["prompt_id"], assignments["teacher"]))
     index = _index(generations, "generations")
     undone = [key for key in keys if key not in index]
     if undone:
         raise ValueError(
-            f"{len(undone)} assigned (prompt_id, teacher) pairs have no response in {config.generations_repo!r} "
+            f"{len(undone)} assigned (prompt_id, teacher) pairs have no response in {config.generations_repo_id!r} "
             f"(e.g. {undone[:5]}): generate them with `persyn-hf generate --mode routed` on these assignments."
         )
     unknown = [pid for pid, _ in keys if pid not in prompts]
     if unknown:
-        raise ValueError(f"{len(unknown)} assigned prompts are not in {config.prompts_repo!r} (e.g. {unknown[:5]}).")
+        raise ValueError(
+            f"{len(unknown)} assigned prompts are not in {config.prompts_repo_id!r} (e.g. {unknown[:5]})."
+        )
     rewards = {}
-    if config.scores_repo:
-        scores = store.load_dataset(config.scores_repo, config.scores_config)
+    if config.scores_repo_id:
+        scores = store.load_dataset(config.scores_repo_id, config.scores_config)
         require_columns(scores, ["prompt_id", "teacher", "reward"], "scores")
         rewards = dict(zip(zip(scores["prompt_id"], scores["teacher"]), scores["reward"]))
 
@@ -164,13 +166,13 @@ def build_personalized(config: PersonalizedConfig, store: ArtifactStore) -> str:
     counts = Counter(teacher for _, teacher in keys)
     allocation = {name: counts[name] for name in names}
     card = personalized_dataset_card(
-        repo_id=config.output_repo,
+        repo_id=config.output_repo_id,
         student=config.student,
         strategy=config.strategy,
         allocation=allocation,
         cost=generation_cost(keys, generations, index, teachers),
         teachers=teachers,
-        existing_metadata=existing_card_metadata(store, config.output_repo),
+        existing_metadata=existing_card_metadata(store, config.output_repo_id),
     )
     with tempfile.TemporaryDirectory() as scratch:
         chart = allocation_chart(
@@ -179,6 +181,6 @@ def build_personalized(config: PersonalizedConfig, store: ArtifactStore) -> str:
             Path(scratch) / chart_filename(config.strategy),
             f"{config.strategy}: {config.student}",
         )
-        location = store.save_dataset(config.output_repo, sft, card=card, config_name=config.strategy)
-        store.save_files(config.output_repo, {chart_filename(config.strategy): chart})
+        location = store.save_dataset(config.output_repo_id, sft, card=card, config_name=config.strategy)
+        store.save_files(config.output_repo_id, {chart_filename(config.strategy): chart})
     return location

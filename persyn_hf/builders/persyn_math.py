@@ -53,7 +53,7 @@ class PersynMathConfig:
             Local copy of OpenR1-Math-220K: a parquet or JSON file, or a downloaded snapshot folder.
         teachers (`str`, *optional*, defaults to `"recipes/persyn_math/teachers.yaml"`):
             Teacher specs of the math teachers.
-        output_repo (`str`, *optional*, defaults to `"persyn-hf/PerSyn-Math"`):
+        output_repo_id (`str`, *optional*, defaults to `"persyn/persyn-math"`):
             Dataset repo (or local-store folder) written.
         num_problems (`int`, *optional*, defaults to `10000`):
             Problems sampled (paper: 10K).
@@ -63,7 +63,7 @@ class PersynMathConfig:
 
     source: str = field(metadata={"help": "Local copy of OpenR1-Math-220K (parquet/JSON file or folder)."})
     teachers: str = field(default="recipes/persyn_math/teachers.yaml", metadata={"help": "Math teacher specs."})
-    output_repo: str = field(default="persyn-hf/PerSyn-Math", metadata={"help": "Dataset repo written."})
+    output_repo_id: str = field(default="persyn/persyn-math", metadata={"help": "Dataset repo written."})
     num_problems: int = field(default=10_000, metadata={"help": "Problems sampled."})
     sample_seed: int = field(default=42, metadata={"help": "Seed of the problem sample."})
 
@@ -124,7 +124,7 @@ def build_persyn_math(config: PersynMathConfig, synthesis: SynthesisConfig, stor
     teacher_names_in_specs(generations.unique("teacher"), names, "the generations", config.teachers)
 
     card = parallel_dataset_card(
-        repo_id=config.output_repo,
+        repo_id=config.output_repo_id,
         pretty_name="PerSyn-Math",
         source_dataset=OPENR1_MATH_ID,
         seed=config.sample_seed,
@@ -145,7 +145,7 @@ def build_persyn_math(config: PersynMathConfig, synthesis: SynthesisConfig, stor
             {"name": "generations", "splits": "`train`", "row": "a (problem, teacher) kept response"},
         ],
     )
-    location = store.save_dataset(config.output_repo, parallel_responses(prompts, generations, names), card=card)
-    store.save_dataset(config.output_repo, prompts, config_name="prompts")
-    store.save_dataset(config.output_repo, generations, config_name="generations")
+    location = store.save_dataset(config.output_repo_id, parallel_responses(prompts, generations, names), card=card)
+    store.save_dataset(config.output_repo_id, prompts, config_name="prompts")
+    store.save_dataset(config.output_repo_id, generations, config_name="generations")
     return location

@@ -4,20 +4,20 @@
 ```bash
 hf download Magpie-Align/Magpie-100K-Generator-Zoo --repo-type dataset --local-dir data/Magpie-100K-Generator-Zoo
 persyn-hf build magpie_zoo --config recipes/magpie_zoo/build/config_magpie_zoo.yaml \
-    --source data/Magpie-100K-Generator-Zoo --output_repo my-user/Magpie-Zoo-PerSyn --hub true
+    --source data/Magpie-100K-Generator-Zoo --output_repo_id my-user/magpie-zoo --hub true
 ```
 
 # PerSyn-Math: 10K OpenR1-Math problems, answered by the 15 math teachers with rejection sampling
 ```bash
 hf download open-r1/OpenR1-Math-220k --repo-type dataset --local-dir data/OpenR1-Math-220k
 persyn-hf build persyn_math --config recipes/persyn_math/build/config_persyn_math.yaml \
-    --source data/OpenR1-Math-220k --results_dir data/persyn-math-results --output_repo my-user/PerSyn-Math
+    --source data/OpenR1-Math-220k --results_dir data/persyn-math-results --output_repo_id my-user/persyn-math
 ```
 
 # The personalized SFT dataset of one strategy (config name = strategy)
 ```bash
 persyn-hf build personalized --config recipes/magpie_zoo/build/config_personalized.yaml \
-    --strategy persyn --assignments_repo my-user/Magpie-Zoo-Qwen2.5-1.5B-assignments-persyn
+    --strategy persyn --assignments_repo_id my-user/magpie-zoo-assignments-Qwen2.5-1.5B-Instruct-persyn
 ```
 
 Each builder checks its inputs before it writes anything; `--hub true` pushes to the Hugging Face Hub (token

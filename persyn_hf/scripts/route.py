@@ -7,15 +7,15 @@ router's teacher order). `persyn-hf generate` then has each teacher answer only 
 
 # One GPU (or CPU)
 ```bash
-persyn-hf route --router_repo_id persyn/router-Qwen2.5-1.5B-Instruct-persyn-math \
-    --prompts_repo_id persyn/persyn-math --prompts_config prompts \
-    --assignments_repo_id persyn/persyn-math-assignments-Qwen2.5-1.5B-Instruct --assignments_config persyn
+persyn-hf route --config recipes/Qwen2.5-1.5B-Instruct/route/config_math.yaml
 ```
 
-# From a YAML file with the same keys, the prompts split over 8 GPUs
+# The same keys on the command line, the prompts split over 8 GPUs
 ```bash
 accelerate launch --config_file recipes/accelerate_configs/ddp.yaml --num_processes 8 -m persyn_hf.scripts.route \
-    --config route.yaml --batch_size 128
+    --router_repo_id persyn/router-Qwen2.5-1.5B-Instruct-persyn-math \
+    --prompts_repo_id persyn/persyn-math --prompts_config prompts \
+    --assignments_repo_id persyn/persyn-math-assignments-Qwen2.5-1.5B-Instruct-persyn --batch_size 128
 ```
 """
 

@@ -59,6 +59,10 @@ class ScoreScriptArguments:
             Dataset config of the generations artifact.
         prompts_config (`str`, *optional*, defaults to `"default"`):
             Dataset config of the prompts artifact.
+        generations_split (`str`, *optional*, defaults to `"train"`):
+            Split of the generations to score (e.g. `"router"` for the router subset of Magpie-Zoo).
+        prompts_split (`str`, *optional*, defaults to `"train"`):
+            Split of the prompts holding every scored prompt.
     """
 
     generations_repo_id: str = field(metadata={"help": "Artifact of the teachers' responses (persyn-hf generate)."})
@@ -67,6 +71,8 @@ class ScoreScriptArguments:
     scores_repo_id: str = field(metadata={"help": "Artifact the scores are written to."})
     generations_config: str = field(default="default", metadata={"help": "Dataset config of the generations."})
     prompts_config: str = field(default="default", metadata={"help": "Dataset config of the prompts."})
+    generations_split: str = field(default="train", metadata={"help": "Split of the generations to score."})
+    prompts_split: str = field(default="train", metadata={"help": "Split of the prompts holding the scored ones."})
 
 
 def scoring_rows(generations: Dataset, prompts: Dataset) -> Dataset:
@@ -115,8 +121,10 @@ def main(script_args: ScoreScriptArguments, scoring: ScoringConfig, store_args: 
 
     state = PartialState()
     store = ArtifactStore.from_args(store_args)
-    generations = store.load_dataset(script_args.generations_repo_id, script_args.generations_config)
-    prompts = store.load_dataset(script_args.prompts_repo_id, script_args.prompts_config)
+    generations = store.load_dataset(
+        script_args.generations_repo_id, script_args.generations_config, script_args.generations_split
+    )
+    prompts = store.load_dataset(script_args.prompts_repo_id, script_args.prompts_config, script_args.prompts_split)
     rows = scoring_rows(generations, prompts)  # every process validates, so bad input fails before any work
     with state.split_between_processes(list(range(len(rows)))) as shard:
         quality, learnability = score_responses(

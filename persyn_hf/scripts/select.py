@@ -4,15 +4,15 @@ Writes the assignments dataset (`prompt_id`, `teacher`, `router_scores`) that `p
 routed mode. Strategies (see `persyn_hf.strategies`): `persyn` (the trained router), `oracle`, `strong`,
 `family_strong`, `mix`, `car`, `persyn_wo_quality`, `persyn_wo_learnability`.
 
-# PerSyn: route the full prompt set with the trained router
+# PerSyn: route the full prompt set with the trained router (math: config_math.yaml)
 ```bash
-persyn-hf select --config recipes/Qwen2.5-1.5B-Instruct/select/config_persyn.yaml
+persyn-hf select --config recipes/Qwen2.5-1.5B-Instruct/select/config_instruct.yaml
 ```
 
 # A baseline from the same recipe family: the strategy and its output on the command line
 ```bash
-persyn-hf select --config recipes/Qwen2.5-1.5B-Instruct/select/config_baselines.yaml \
-    --strategy car --assignments_repo_id my-user/assignments-car --store_root artifacts
+persyn-hf select --config recipes/Qwen2.5-1.5B-Instruct/select/config_baselines_instruct.yaml \
+    --strategy car --assignments_repo_id persyn/magpie-zoo-assignments-Qwen2.5-1.5B-Instruct-car
 ```
 """
 

@@ -16,7 +16,7 @@ accelerate launch --config_file recipes/accelerate_configs/zero3.yaml -m persyn_
 ```bash
 persyn-hf sft --config recipes/Qwen2.5-1.5B-Instruct/sft/config_instruct.yaml \
     --model_name_or_path Qwen/Qwen2.5-1.5B-Instruct \
-    --dataset_name my-user/persyn-magpie-Qwen2.5-1.5B-Instruct --dataset_config persyn \
+    --dataset_name my-user/magpie-zoo-personalized-Qwen2.5-1.5B-Instruct --dataset_config persyn \
     --student_repo_id my-user/Qwen2.5-1.5B-Instruct-PerSyn \
     --store_root artifacts --output_dir data/Qwen2.5-1.5B-Instruct-PerSyn
 ```
