@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,19 +129,6 @@ def check_task_names(task_names: list[str], task_manager) -> None:
             )
 
 
-def resolve_location(name: str, store: ArtifactStore, argument: str) -> str:
-    """A local folder as is; otherwise the artifact's location in the store (a Hub id in Hub mode)."""
-    if os.path.isdir(name):
-        return name
-    location = store.location(name)
-    if not store.hub and not os.path.isdir(location):
-        raise ValueError(
-            f"`{argument}` {name!r} is neither a local folder nor an artifact in the store at {str(store.root)!r}; "
-            "pass a folder, the repo id an earlier stage saved to, or set `hub: true` for a Hub repo."
-        )
-    return location
-
-
 def _model_args(location: str, dtype: str) -> dict:
     """`hf` model arguments; a LoRA adapter folder is loaded on top of its base model."""
     adapter_config = Path(location) / "adapter_config.json"
@@ -177,7 +163,7 @@ def evaluate_model(args: EvalArguments, store_args: StoreArguments) -> dict | No
     from lm_eval.utils import handle_non_serializable, make_table
 
     store = ArtifactStore.from_args(store_args)
-    model_location = resolve_location(args.model_name_or_path, store, "model_name_or_path")
+    model_location = store.resolve(args.model_name_or_path, "model_name_or_path")
     specs = [parse_task_spec(spec) for spec in args.tasks]
     names = [name for name, _ in specs]
     metadata = None
@@ -185,7 +171,7 @@ def evaluate_model(args: EvalArguments, store_args: StoreArguments) -> dict | No
         if args.heldout_dataset is None:
             raise ValueError(f"The `{HELDOUT_TASK}` task needs `heldout_dataset`: the held-out split to evaluate on.")
         metadata = {
-            "heldout_dataset": resolve_location(args.heldout_dataset, store, "heldout_dataset"),
+            "heldout_dataset": store.resolve(args.heldout_dataset, "heldout_dataset"),
             "heldout_config": args.heldout_config,
             "heldout_split": args.heldout_split,
         }

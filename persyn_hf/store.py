@@ -70,6 +70,18 @@ class ArtifactStore:
         _check_repo_id(repo_id)
         return str(self.root / repo_id)
 
+    def resolve(self, name: str, argument: str) -> str:
+        """`name` as a local folder if it is one, else the location of the artifact `name` in the store."""
+        if os.path.isdir(name):
+            return name
+        location = self.location(name)
+        if not self.hub and not os.path.isdir(location):
+            raise ValueError(
+                f"`{argument}` {name!r} is neither a local folder nor an artifact in the store at {str(self.root)!r}; "
+                "pass a folder, the repo id an earlier stage saved to, or set `hub: true` for a Hub repo."
+            )
+        return location
+
     # Models ---------------------------------------------------------------------------------------
 
     def save_model(self, repo_id: str, model, tokenizer=None, card: ModelCard | None = None, extra_files=()) -> str:

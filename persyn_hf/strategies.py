@@ -41,7 +41,7 @@ class SelectionConfig:
         strategy (`str`, *optional*, defaults to `"persyn"`):
             Name of the strategy in `STRATEGIES`.
         router (`str` or `None`, *optional*, defaults to `None`):
-            Path or Hub id of the trained PerSyn router, for `persyn`.
+            The trained PerSyn router, for `persyn`: a folder, or its repo id in the artifact store (or on the Hub).
         router_batch_size (`int`, *optional*, defaults to `64`):
             Prompts per router forward pass, for `persyn`.
         strong_teacher (`str` or `None`, *optional*, defaults to `None`):
@@ -57,7 +57,10 @@ class SelectionConfig:
     """
 
     strategy: str = field(default="persyn", metadata={"help": "Strategy name (see `persyn_hf.strategies`)."})
-    router: str | None = field(default=None, metadata={"help": "Path or Hub id of the PerSyn router (persyn)."})
+    router: str | None = field(
+        default=None,
+        metadata={"help": "The PerSyn router (persyn): a folder or its repo id in the store / on the Hub."},
+    )
     router_batch_size: int = field(default=64, metadata={"help": "Prompts per router forward pass (persyn)."})
     strong_teacher: str | None = field(
         default=None, metadata={"help": "Teacher of `strong`; unset: the highest mean quality in the scores."}

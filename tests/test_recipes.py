@@ -74,12 +74,6 @@ def _model(repo_id) -> tuple:
     return ("model", repo_id, None, None)
 
 
-def _store_repo(path: str, store_root: str) -> str:
-    """A model path read outside the store (e.g. `select`'s `router`) as the store repo id it points at."""
-    prefix = store_root.rstrip("/") + "/"
-    return path[len(prefix) :] if path.startswith(prefix) else path
-
-
 def artifacts(recipe: str, *overrides: str) -> tuple[set, set, dict]:
     """(artifacts read, artifacts written, facts to compare along a chain) of one recipe."""
     verb, builder = _verb(ROOT / recipe)
@@ -137,7 +131,7 @@ def artifacts(recipe: str, *overrides: str) -> tuple[set, set, dict]:
         if args.scores_repo_id:
             reads.add(_dataset(args.scores_repo_id))
         if selection.strategy == "persyn":
-            reads.add(_model(_store_repo(selection.router, store.store_root)))
+            reads.add(_model(selection.router))
         writes = {_dataset(args.assignments_repo_id)}
         facts["teachers"] = args.teachers
     elif verb == "sft":

@@ -89,3 +89,17 @@ def test_loading_a_missing_config_lists_what_is_there(tmp_path):
         FileNotFoundError, match=r"No config 'oracle' in the stored dataset 'user/d'.*found \['persyn'\]"
     ):
         store.load_dataset("user/d", "oracle")
+
+
+def test_resolve_takes_a_folder_or_a_stored_artifact(tmp_path):
+    store = ArtifactStore(tmp_path / "store")
+    store.save_dataset("user/d", Dataset.from_dict({"v": [1]}))
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    assert store.resolve(str(folder), "router") == str(folder)
+    assert store.resolve("user/d", "router") == str(tmp_path / "store" / "user" / "d")
+    with pytest.raises(
+        ValueError, match=r"`router` 'user/missing' is neither a local folder nor an artifact in the store"
+    ):
+        store.resolve("user/missing", "router")
+    assert ArtifactStore(tmp_path, hub=True).resolve("user/missing", "router") == "user/missing"

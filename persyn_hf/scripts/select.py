@@ -58,6 +58,8 @@ def main(script_args: SelectScriptArguments, selection: SelectionConfig, store_a
     teachers = load_teachers(script_args.teachers)
     prompts = store.load_dataset(script_args.prompts_repo_id, script_args.prompts_config)
     scores = store.load_dataset(script_args.scores_repo_id) if script_args.scores_repo_id else None
+    if selection.router is not None:
+        selection.router = store.resolve(selection.router, "router")
     assignments = select_teachers(prompts, scores, teachers, selection)
     location = store.save_dataset(script_args.assignments_repo_id, assignments)
     counts = {t.name: assignments["teacher"].count(t.name) for t in teachers}
