@@ -153,11 +153,12 @@ def compute_metrics(eval_prediction: EvalPrediction) -> dict[str, float]:
 
 def prepare_rows(
     dataset: Dataset, tokenizer: PreTrainedTokenizerBase, router: PersynRouterModel, name: str
-) -> Dataset:
+) -> Dataset | None:
     """Check router training rows, drop those without a comparable pair (with a warning) and tokenize the prompts.
 
     Rows need `prompt` (str) and `teacher_rewards` (one float per router teacher, NaN = missing). Prompts are
-    tokenized without a chat template, truncated to `router.config.max_prompt_length` tokens.
+    tokenized without a chat template, truncated to `router.config.max_prompt_length` tokens. Returns `None`
+    when no row is left.
     """
     missing = [column for column in ROW_COLUMNS if column not in dataset.column_names]
     if missing:
@@ -184,7 +185,7 @@ def prepare_rows(
         )
         dataset = dataset.select([i for i, keep in enumerate(comparable) if keep])
     if len(dataset) == 0:
-        raise ValueError(f"`{name}` has no row with two finite, different teacher rewards: nothing to learn from.")
+        return None
     max_length = router.config.max_prompt_length
     return dataset.map(
         lambda batch: tokenizer(batch["prompt"], truncation=True, max_length=max_length),
@@ -229,8 +230,16 @@ def train_router(
     args = args if args is not None else RouterConfig(output_dir="router-trainer")
     with args.main_process_first(desc="preparing router rows"):
         train_dataset = prepare_rows(train_dataset, tokenizer, router, "train_dataset")
+        if train_dataset is None:
+            raise ValueError(
+                "`train_dataset` has no row with two finite, different teacher rewards: nothing to learn."
+            )
         if eval_dataset is not None:
             eval_dataset = prepare_rows(eval_dataset, tokenizer, router, "eval_dataset")
+            if eval_dataset is None:
+                warnings.warn(
+                    "`eval_dataset` has no comparable teacher pair: training without evaluation.", stacklevel=2
+                )
     trainer = Trainer(
         model=router,
         args=args,

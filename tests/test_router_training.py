@@ -260,3 +260,12 @@ def test_train_router_under_accelerate_with_two_processes(tmp_path, tiny_qwen2_p
     location = ArtifactStore(inputs["store_root"]).location("test/router")
     assert type(AutoModel.from_pretrained(location)) is PersynRouterModel
     assert "| Hit@3 |" in Path(location, "README.md").read_text()
+
+
+def test_an_eval_split_without_comparable_pairs_trains_without_evaluation(tmp_path, fresh_router):
+    router, tokenizer = fresh_router
+    ties = Dataset.from_dict({"prompt": ["x", "y"], "teacher_rewards": [[1.0, 1.0, 1.0], [NAN, 0.5, NAN]]})
+    with pytest.warns(UserWarning, match="`eval_dataset` has no comparable teacher pair: training without evaluation"):
+        trainer = train_router(router, tokenizer, router_rows(), ties, args=training_args(tmp_path, max_steps=1))
+    assert trainer.eval_dataset is None
+    assert trainer.state.global_step == 1

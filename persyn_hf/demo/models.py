@@ -10,10 +10,11 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
 from datasets import Dataset
 from transformers import AutoTokenizer
 
-from persyn_hf.demo.world import make_problems, pretraining_corpus, respond
+from persyn_hf.demo.world import STYLES, make_problems, pretraining_corpus, respond
 from persyn_hf.fixtures import build_causal_lm, build_tokenizer
 
 
@@ -53,12 +54,15 @@ def world_tokenizer(cache_dir: str | Path, seed: int = 0) -> str:
     """A BPE tokenizer trained on the world's text (problems and every style of answer)."""
     rng = random.Random(seed)
     problems = make_problems(400, seed, split="tokenizer")
-    corpus = [p.prompt for p in problems] + [respond(p, style, rng) for p in problems for style in ("long_cot", "sloppy")]
+    corpus = ["user", "assistant"] * 50 + [p.prompt for p in problems]
+    corpus += [respond(p, style, rng) for p in problems for style in STYLES]
     path = Path(cache_dir) / f"tokenizer-{_fingerprint(seed, corpus[:3])}"
-    return _cached(path, lambda out: build_tokenizer(corpus, vocab_size=320, save_dir=out))
+    return _cached(path, lambda out: build_tokenizer(corpus, vocab_size=400, save_dir=out))
 
 
 def _train(model, tokenizer, dataset: Dataset, recipe: LMRecipe, out: Path) -> None:
+    """SFT with TRL on one intra-op thread: the models are tiny, and on a busy 2-core machine a second
+    OpenMP thread makes each step up to ten times slower."""
     from trl import SFTConfig, SFTTrainer
 
     args = SFTConfig(
@@ -79,10 +83,25 @@ def _train(model, tokenizer, dataset: Dataset, recipe: LMRecipe, out: Path) -> N
         disable_tqdm=True,
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
-    trainer.train()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        trainer.train()
+    finally:
+        torch.set_num_threads(threads)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     shutil.rmtree(out / "trainer", ignore_errors=True)
+
+
+def _conversations(pairs: list[tuple[str, str]]) -> Dataset:
+    """TRL's conversational prompt-completion rows: the loss is on the assistant's answer only."""
+    return Dataset.from_list(
+        [
+            {"prompt": [{"role": "user", "content": q}], "completion": [{"role": "assistant", "content": a}]}
+            for q, a in pairs
+        ]
+    )
 
 
 def _lm(tokenizer, recipe: LMRecipe):
@@ -103,25 +122,20 @@ def train_teacher(tokenizer_path: str, recipe: LMRecipe, cache_dir: str | Path, 
     def build(out: Path) -> None:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
         rng = random.Random(recipe.seed)
-        rows = [
-            {
-                "prompt": [{"role": "user", "content": p.prompt}],
-                "completion": [{"role": "assistant", "content": respond(p, recipe.style, rng)}],
-            }
-            for p in make_problems(num_examples, recipe.seed, split=f"teacher-{recipe.style}")
-        ]
-        _train(_lm(tokenizer, recipe), tokenizer, Dataset.from_list(rows), recipe, out)
+        problems = make_problems(num_examples, recipe.seed, split=f"teacher-{recipe.style}")
+        dataset = _conversations([(p.prompt, respond(p, recipe.style, rng)) for p in problems])
+        _train(_lm(tokenizer, recipe), tokenizer, dataset, recipe, out)
 
     return _cached(path, build)
 
 
 def pretrain_student(tokenizer_path: str, recipe: LMRecipe, cache_dir: str | Path, num_lines: int = 3000) -> str:
-    """A student lightly pretrained on single-step facts and problem statements; returns its folder."""
+    """A student lightly pretrained on single-digit facts and restating problems as sums; returns its folder."""
     path = Path(cache_dir) / f"student-{_fingerprint(asdict(recipe), num_lines, tokenizer_path)}"
 
     def build(out: Path) -> None:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
-        dataset = Dataset.from_dict({"text": pretraining_corpus(num_lines, recipe.seed)})
+        dataset = _conversations(pretraining_corpus(num_lines, recipe.seed))
         _train(_lm(tokenizer, recipe), tokenizer, dataset, recipe, out)
 
     return _cached(path, build)

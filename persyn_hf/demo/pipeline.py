@@ -24,17 +24,35 @@ from persyn_hf.scripts import VERBS
 from persyn_hf.store import ArtifactStore
 from persyn_hf.teachers import load_teachers
 
-STRATEGIES = ["persyn", "oracle", "strong", "mix", "family_strong", "car", "persyn_wo_quality", "persyn_wo_learnability"]
+STRATEGIES = [
+    "persyn",
+    "oracle",
+    "strong",
+    "mix",
+    "family_strong",
+    "car",
+    "persyn_wo_quality",
+    "persyn_wo_learnability",
+]
+
+# Strategies whose assignments come from a trained router, with the reward mix α (Eq. 2) it is trained on: PerSyn,
+# and its ablations without the quality term (α = 1) and without the learnability term (α = 0).
+ROUTED = {"persyn": 0.4, "persyn_wo_quality": 1.0, "persyn_wo_learnability": 0.0}
+ROUTERS = {
+    "persyn": "demo/persyn-router",
+    "persyn_wo_quality": "demo/persyn-router-wo-quality",
+    "persyn_wo_learnability": "demo/persyn-router-wo-learnability",
+}
 
 # How each teacher of `recipes/demo/teachers.yaml` is made: its style, size and training budget.
 TEACHER_RECIPES = {
-    "long-cot": LMRecipe(style="long_cot", hidden_size=96, num_hidden_layers=3, steps=300, seed=1),
-    "short-cot": LMRecipe(style="short_cot", hidden_size=64, num_hidden_layers=2, steps=250, seed=2),
-    "terse": LMRecipe(style="terse", hidden_size=64, num_hidden_layers=2, steps=250, seed=3),
-    "sloppy": LMRecipe(style="sloppy", arch="llama", hidden_size=48, num_hidden_layers=2, steps=200, seed=4),
+    "long-cot": LMRecipe(style="long_cot", hidden_size=96, num_hidden_layers=3, steps=500, seed=1),
+    "short-cot": LMRecipe(style="short_cot", hidden_size=64, num_hidden_layers=2, steps=600, seed=2),
+    "terse": LMRecipe(style="terse", hidden_size=64, num_hidden_layers=2, steps=400, seed=3),
+    "sloppy": LMRecipe(style="sloppy", arch="llama", hidden_size=48, num_hidden_layers=2, steps=400, seed=4),
 }
-STUDENT_RECIPE = LMRecipe(hidden_size=64, num_hidden_layers=2, steps=150, seed=5)
-QUICK_STEPS = 40
+STUDENT_RECIPE = LMRecipe(hidden_size=64, num_hidden_layers=2, steps=300, seed=5)
+QUICK_STEPS = 100
 
 
 @dataclass
@@ -84,7 +102,13 @@ class Demo:
     def run_verb(self, verb: str, recipe: str, *positional: str, **overrides) -> None:
         """`persyn-hf <verb> [positional] --config recipes/demo/<recipe> --key value ...`, in this process."""
         module = importlib.import_module(VERBS[verb][0])
-        argv = [*positional, "--config", str(Path(self.args.recipes_dir) / recipe), "--store_root", self.args.store_root]
+        argv = [
+            *positional,
+            "--config",
+            str(Path(self.args.recipes_dir) / recipe),
+            "--store_root",
+            self.args.store_root,
+        ]
         for key, value in overrides.items():
             argv += [f"--{key}", str(value)]
         module.main(*parse_args(module.make_parser(), argv))
@@ -109,7 +133,7 @@ class Demo:
         resolved = []
         for spec in specs:
             recipe = self._scaled(TEACHER_RECIPES[spec.name])
-            path = train_teacher(tokenizer, recipe, cache / "teachers", num_examples=400 if args.quick else 2000)
+            path = train_teacher(tokenizer, recipe, cache / "teachers", num_examples=1600 if args.quick else 8000)
             resolved.append({**dataclasses.asdict(spec), "model_path": path})
         student = pretrain_student(tokenizer, self._scaled(STUDENT_RECIPE), cache / "student")
         self.out.mkdir(parents=True, exist_ok=True)
@@ -130,33 +154,65 @@ class Demo:
     # The method ------------------------------------------------------------------------------------
 
     def run(self) -> list[dict]:
-        args = self.args
         teachers, student = self.timed("world", self.build_world)
         paths = {"teachers": teachers, "results_dir": str(self.out / "generation-results")}
-        # Generate then Select on X_sub, to train the router
+        # Generate then Select on X_sub: every teacher answers the router's subset
         self.timed("generate_router_subset", self.run_verb, "generate", "generate/config_router_subset.yaml", **paths)
-        self.timed("score_router_subset", self.run_verb, "score", "score/config_router_subset.yaml", student=student)
-        self.timed(
-            "train_router",
-            self.run_verb,
-            "train-router",
-            "router/config_demo.yaml",
-            teachers=teachers,
-            model_name_or_path=student,
-            output_dir=self.out / "router-training",
-            **self._quick_training(),
-        )
-        # Route then Generate on X
-        self.timed("route", self.run_verb, "route", "route/config_demo.yaml")
-        self.timed("generate_routed", self.run_verb, "generate", "generate/config_routed.yaml", **paths)
+        # Route then Generate on X, with PerSyn's router and the two ablations' (rewards without one term)
+        for strategy, alpha in ROUTED.items():
+            self.route_then_generate(strategy, alpha, teachers, student, paths)
         # The baselines and the Oracle need every teacher's answer to all of X (Generate then Select)
         self.timed("generate_parallel", self.run_verb, "generate", "generate/config_parallel.yaml", **paths)
         self.timed("score_parallel", self.run_verb, "score", "score/config_parallel.yaml", student=student)
         return [self.distill(strategy, teachers, student) for strategy in STRATEGIES]
 
+    def route_then_generate(self, strategy: str, alpha: float, teachers: str, student: str, paths: dict) -> None:
+        """Score X_sub with reward mix `alpha`, train a router on it, route X, and generate the routed answers."""
+        scores, router = f"demo/scores-router-{strategy}", ROUTERS[strategy]
+        self.timed(
+            f"score_router_subset_{strategy}",
+            self.run_verb,
+            "score",
+            "score/config_router_subset.yaml",
+            student=student,
+            alpha=alpha,
+            scores_repo_id=scores,
+        )
+        self.timed(
+            f"train_router_{strategy}",
+            self.run_verb,
+            "train-router",
+            "router/config_demo.yaml",
+            teachers=teachers,
+            model_name_or_path=student,
+            scores_repo_id=scores,
+            router_repo_id=router,
+            alpha=alpha,
+            output_dir=self.out / "router-training" / strategy,
+            **self._quick_training(),
+        )
+        assignments = f"demo/assignments-{strategy}"
+        self.timed(
+            f"route_{strategy}",
+            self.run_verb,
+            "route",
+            "route/config_demo.yaml",
+            router_repo_id=router,
+            assignments_repo_id=assignments,
+        )
+        self.timed(
+            f"generate_routed_{strategy}",
+            self.run_verb,
+            "generate",
+            "generate/config_routed.yaml",
+            assignments_repo_id=assignments,
+            generations_config=f"routed-{strategy}",
+            **paths,
+        )
+
     def distill(self, strategy: str, teachers: str, student: str) -> dict:
         """Select (or route), build the personalized dataset, fine-tune the student and evaluate it."""
-        if strategy != "persyn":
+        if strategy not in ROUTED:
             self.run_verb(
                 "select",
                 "select/config_demo.yaml",
@@ -164,7 +220,7 @@ class Demo:
                 strategy=strategy,
                 assignments_repo_id=f"demo/assignments-{strategy}",
             )
-        generations = "routed" if strategy == "persyn" else "parallel"
+        generations = f"routed-{strategy}" if strategy in ROUTED else "parallel"
         self.run_verb(
             "build",
             "build/config_personalized.yaml",
@@ -172,7 +228,7 @@ class Demo:
             teachers=teachers,
             student=student,
             strategy=strategy,
-            assignments_repo=f"demo/assignments-{strategy}",
+            assignments_repo_id=f"demo/assignments-{strategy}",
             generations_config=generations,
         )
         self.run_verb(
@@ -200,13 +256,11 @@ class Demo:
     def generations_needed(self, strategy: str, num_teachers: int) -> int:
         """Teacher generations a strategy needs on its own (rejection-sampling attempts not counted)."""
         n, N, S = num_teachers, self.args.num_prompts, self.args.router_prompts
-        return {
-            "persyn": S * n + N,  # parallel subset for the router, then one teacher per prompt
-            "car": S * n + N,  # parallel subset to pick the teacher, then that teacher on X
-            "strong": N,
-            "family_strong": N,
-            "mix": N,
-        }.get(strategy, N * n)  # the Oracle and the ablations score every teacher's answer on all of X
+        if strategy in ROUTED or strategy == "car":
+            return S * n + N  # parallel subset (to train the router / pick the teacher), then one teacher per prompt
+        if strategy == "oracle":
+            return N * n  # every teacher's answer to all of X
+        return N  # strong, family_strong, mix: one teacher per prompt, chosen up front
 
     def router_hit_at_3(self) -> float | None:
         """Hit@3 of the router on its held-out prompts, as its card records it."""
@@ -252,7 +306,9 @@ def run_demo(args: DemoArguments) -> dict:
     (demo.out / "results.json").write_text(json.dumps(report, indent=2))
     persyn = next(r for r in results if r["strategy"] == "persyn")
     counts = {t: round(share * args.num_prompts) for t, share in persyn["allocation"].items()}
-    allocation_chart(counts, load_teachers(args.teachers), demo.out / "allocation_persyn.png", "PerSyn allocation (demo)")
+    allocation_chart(
+        counts, load_teachers(args.teachers), demo.out / "allocation_persyn.png", "PerSyn allocation (demo)"
+    )
     print(results_table(results))
     print(f"router Hit@3 on held-out subset prompts: {report['router']['hit_at_3']}")
     print(f"wall time: {report['wall_time_s']['total']} s; results in {demo.out / 'results.json'}")

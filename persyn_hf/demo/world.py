@@ -19,7 +19,8 @@ from datasets import Dataset
 
 NAMES = ["Tom", "Ana", "Li", "Sam", "Mia", "Raj", "Eva", "Ben"]
 ITEMS = ["apples", "coins", "books", "pens", "cards", "shells"]
-LEVEL_RANGES = {1: ((1, 9), (1, 9)), 2: ((10, 99), (1, 9)), 3: ((10, 99), (10, 99)), 4: ((100, 999), (10, 99))}
+# 1: one digit, no carry; 2: one digit, mostly with a carry; 3: two digits plus one; 4: two plus two.
+LEVEL_RANGES = {1: ((1, 4), (1, 5)), 2: ((2, 9), (2, 9)), 3: ((10, 99), (1, 9)), 4: ((10, 99), (10, 99))}
 STYLES = ("long_cot", "short_cot", "terse", "sloppy")
 
 
@@ -40,9 +41,7 @@ class Problem:
 
     @property
     def prompt(self) -> str:
-        if self.level == 1:
-            return f"What is {self.a} + {self.b}?"
-        return f"{self.name} has {self.a} {self.item} and gets {self.b} more. How many {self.item} does {self.name} have?"
+        return f"{self.name} has {self.a} {self.item}, gets {self.b} more. How many?"
 
 
 def make_problems(num: int, seed: int, split: str = "train") -> list[Problem]:
@@ -69,22 +68,26 @@ def problems_dataset(problems: list[Problem]) -> Dataset:
     """The prompts contract: `prompt_id`, `prompt`, gold `answer`, `source`, plus `level`."""
     return Dataset.from_list(
         [
-            {"prompt_id": p.prompt_id, "prompt": p.prompt, "answer": str(p.answer), "source": "demo-arithmetic", "level": p.level}
+            {
+                "prompt_id": p.prompt_id,
+                "prompt": p.prompt,
+                "answer": str(p.answer),
+                "source": "demo-arithmetic",
+                "level": p.level,
+            }
             for p in problems
         ]
     )
 
 
 def _column_steps(a: int, b: int) -> list[str]:
-    """Schoolbook addition, one digit column at a time, with carries."""
-    steps, carry, place = [], 0, 0
-    places = ["ones", "tens", "hundreds", "thousands"]
+    """Schoolbook addition, one digit column at a time (ones first), with carries."""
+    steps, carry = [], 0
     while a or b or carry:
         da, db = a % 10, b % 10
         total = da + db + carry
-        carried = f" + {carry}" if carry else ""
-        steps.append(f"{places[place]}: {da} + {db}{carried} = {total}")
-        carry, a, b, place = total // 10, a // 10, b // 10, place + 1
+        steps.append(f"{da}+{db}{'+1' if carry else ''}={total}")
+        carry, a, b = total // 10, a // 10, b // 10
     return steps
 
 
@@ -92,26 +95,26 @@ def respond(problem: Problem, style: str, rng: random.Random) -> str:
     """A response in `style` to `problem`: the text a teacher of that style is trained to write."""
     a, b, answer = problem.a, problem.b, problem.answer
     if style == "long_cot":
-        steps = ". ".join(_column_steps(a, b))
-        return f"Let me add column by column. {steps}. So {a} + {b} = {answer}. The answer is {answer}."
+        return f"Columns: {', '.join(_column_steps(a, b))}. So {a}+{b}={answer}. The answer is {answer}."
     if style == "short_cot":
-        return f"{a} + {b} = {answer}. The answer is {answer}."
+        return f"{a}+{b}={answer}. The answer is {answer}."
     if style == "terse":
         return f"The answer is {answer}."
     if style == "sloppy":  # right on easy items, often off by ten on hard ones
         wrong = problem.level >= 3 and rng.random() < 0.6
         given = answer + rng.choice([-10, 10]) if wrong else answer
-        return f"{a} + {b} is {given}. The answer is {given}."
+        return f"{a}+{b} is {given}. The answer is {given}."
     raise ValueError(f"`style` must be one of {list(STYLES)}, got {style!r}")
 
 
-def pretraining_corpus(num: int, seed: int) -> list[str]:
-    """Single-step facts and problem statements: what the student knows before distillation."""
+def pretraining_corpus(num: int, seed: int) -> list[tuple[str, str]]:
+    """(question, answer) pairs of single-digit facts, and problems answered with their sum only (unsolved):
+    what the student knows before distillation."""
     rng = random.Random(f"pretrain-{seed}")
-    lines = []
+    pairs = []
     for _ in range(num):
-        a, b = rng.randint(0, 9), rng.randint(0, 9)
-        carry = rng.randint(0, 1)
-        lines.append(f"{a} + {b} = {a + b}." if not carry else f"{a} + {b} + 1 = {a + b + 1}.")
-    lines += [p.prompt for p in make_problems(num // 4, seed, split="pretrain")]
-    return lines
+        a, b, carry = rng.randint(0, 9), rng.randint(0, 9), rng.randint(0, 1)
+        question = f"{a}+{b}+1" if carry else f"{a}+{b}"
+        pairs.append((f"What is {question}?", f"{question}={a + b + carry}."))
+    pairs += [(p.prompt, f"{p.a}+{p.b}.") for p in make_problems(num // 2, seed, split="pretrain")]
+    return pairs

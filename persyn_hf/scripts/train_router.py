@@ -181,7 +181,7 @@ def main(
         **backbone_kwargs,
     )
     trainer = train_router(router, tokenizer, train_rows, eval_rows, args=training_args, teachers=names)
-    metrics = trainer.evaluate() if eval_rows is not None else {}
+    metrics = trainer.evaluate() if trainer.eval_dataset is not None else {}
     if trainer.is_world_process_zero():
         card = router_card(
             trainer.model,
@@ -190,7 +190,7 @@ def main(
             training_args,
             trainer.train_dataset,
             metrics=metrics,
-            num_eval_prompts=len(trainer.eval_dataset) if eval_rows is not None else 0,
+            num_eval_prompts=len(trainer.eval_dataset) if trainer.eval_dataset is not None else 0,
         )
         location = store.save_model(script_args.router_repo_id, trainer.model, tokenizer, card=card)
         shown = {key: round(value, 4) for key, value in metrics.items() if "hit" in key or "regret" in key}
