@@ -15,6 +15,10 @@ Every strategy maps `(prompts, scores, teachers, config)` to assignments: one ro
 | `car` | one teacher for all: the highest compatibility-adjusted reward | scores |
 
 Argmax ties go to the teacher listed first in the teacher specs.
+
+The two ablations here are their Generate-then-Select form, for prompts that every teacher answered. Their
+Route-then-Generate form, as `persyn-hf demo` runs them, trains a router on rewards without one term:
+`persyn-hf score --alpha 1` (or `0`) on the router's subset, `persyn-hf train-router`, then `persyn-hf route`.
 """
 
 from __future__ import annotations

@@ -45,7 +45,11 @@ class Problem:
 
 
 def make_problems(num: int, seed: int, split: str = "train") -> list[Problem]:
-    """`num` problems with levels spread evenly, seeded; splits never share a prompt."""
+    """`num` problems with levels spread evenly, from a random stream seeded by `split` and `seed`.
+
+    Splits draw from different streams; the easiest levels have few distinct sums, so a sum (not its wording)
+    can recur across splits, as it would in any arithmetic test set.
+    """
     rng = random.Random(f"{split}-{seed}")
     problems = []
     for i in range(num):
