@@ -14,7 +14,6 @@ import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from importlib.metadata import version
-from pathlib import Path
 
 from datasets import Dataset
 from huggingface_hub import ModelCard, ModelCardData
@@ -140,22 +139,6 @@ def student_card(
     )
 
 
-class _TrainerOutput:
-    """A folder written by `Trainer.save_model`, passed where `ArtifactStore.save_model` expects a model.
-
-    `Trainer.save_model` gathers sharded weights (FSDP, ZeRO-3) into one ordinary checkpoint; publishing
-    its files keeps that, where `trainer.model.save_pretrained` on the main process would save a shard.
-    """
-
-    def __init__(self, folder: str | Path):
-        self.folder = Path(folder)
-
-    def save_pretrained(self, directory: str | Path) -> None:
-        for path in self.folder.iterdir():
-            if path.is_file():  # weights (or adapter), config, tokenizer, training arguments
-                shutil.copy(path, directory)
-
-
 def make_trainer(dataset: Dataset, training_args, model_args):
     """TRL's `SFTTrainer` for the student on the sft dataset's `prompt`/`completion` (loss on the completion)."""
     from trl import SFTTrainer, get_peft_config
@@ -197,7 +180,7 @@ def train_student(
     location = store.location(script_args.student_repo_id)
     if trainer.accelerator.is_main_process:
         card = student_card(dataset, script_args, training_args, model_args)
-        location = store.save_model(script_args.student_repo_id, _TrainerOutput(saved), card=card)
+        location = store.save_folder(script_args.student_repo_id, saved, card=card)
         trainer.accelerator.print(f"Student saved to {location}.")
     trainer.accelerator.wait_for_everyone()
     return location

@@ -90,10 +90,19 @@ class ArtifactStore:
             model.save_pretrained(staging)
             if tokenizer is not None:
                 tokenizer.save_pretrained(staging)
-            if card is not None:
-                card.save(os.path.join(staging, "README.md"))
             for path in extra_files:
                 shutil.copy(path, staging)
+            return self.save_folder(repo_id, staging, card=card)
+
+    def save_folder(self, repo_id: str, folder: str | Path, card: ModelCard | None = None) -> str:
+        """Save (or push, in one commit) the files of a model folder, such as `Trainer.save_model` writes
+        (sharded weights gathered), with `card` as its README; sub-folders (checkpoints) are left out."""
+        with tempfile.TemporaryDirectory() as staging:
+            for path in Path(folder).iterdir():
+                if path.is_file():
+                    shutil.copy(path, staging)
+            if card is not None:
+                card.save(os.path.join(staging, "README.md"))
             self._publish_folder(repo_id, staging, repo_type="model", message="Upload model with persyn-hf")
         return self.location(repo_id)
 

@@ -1,5 +1,8 @@
 """The artifact store's local target: real files laid out like the Hub, read back the usual way."""
 
+import os
+import shutil
+
 import datasets
 import pytest
 import torch
@@ -103,3 +106,17 @@ def test_resolve_takes_a_folder_or_a_stored_artifact(tmp_path):
     ):
         store.resolve("user/missing", "router")
     assert ArtifactStore(tmp_path, hub=True).resolve("user/missing", "router") == "user/missing"
+
+
+def test_save_folder_publishes_top_level_files_with_the_card(tmp_path, tiny_llama_path):
+    folder = tmp_path / "trainer-output"
+    shutil.copytree(tiny_llama_path, folder)
+    (folder / "checkpoint-1").mkdir()
+    (folder / "checkpoint-1" / "optimizer.pt").write_bytes(b"state")
+    card = ModelCard.from_template(ModelCardData(license="mit"), template_str="---\n{{ card_data }}\n---\n# Student")
+
+    location = ArtifactStore(tmp_path / "store").save_folder("user/student", folder, card=card)
+
+    assert not (tmp_path / "store" / "user" / "student" / "checkpoint-1").exists()
+    assert ModelCard.load(os.path.join(location, "README.md")).data.license == "mit"
+    assert AutoModelForCausalLM.from_pretrained(location).config.model_type == "llama"
