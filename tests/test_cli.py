@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -10,7 +11,8 @@ from persyn_hf.scripts import VERBS
 
 
 def test_help_lists_every_verb_with_one_line():
-    result = subprocess.run(["persyn-hf", "--help"], capture_output=True, text=True, check=True)
+    console_script = Path(sys.executable).with_name("persyn-hf")  # installed beside the interpreter
+    result = subprocess.run([str(console_script), "--help"], capture_output=True, text=True, check=True)
     for verb, (_, help_line) in VERBS.items():
         assert f"  {verb:<14}{help_line}" in result.stdout
 

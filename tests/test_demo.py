@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     command = [
-        "persyn-hf", "demo", "--config", "recipes/demo/config_quick.yaml",
+        str(Path(sys.executable).with_name("persyn-hf")), "demo", "--config", "recipes/demo/config_quick.yaml",
         "--output_dir", str(out), "--store_root", str(out / "store"), "--cache_dir", str(out / "cache"),
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
