@@ -22,22 +22,11 @@ from persyn_hf.builders import check_schema, load_source, sample_indices
 from persyn_hf.cards import hub_link, parallel_dataset_card
 from persyn_hf.store import ArtifactStore
 from persyn_hf.teachers.spec import TeacherSpec, load_teachers
+from persyn_hf.teachers.synthesis import generations_features
 
 MAGPIE_ZOO_ID = "Magpie-Align/Magpie-100K-Generator-Zoo"
 MAGPIE_ZOO_REWARDS = ("ArmoRM-Llama3-8B-v0.1", "Skywork-Reward-Llama-3.1-8B", "Skywork-Reward-Gemma-2-27B")
-GENERATIONS_FEATURES = Features(
-    {
-        "prompt_id": Value("string"),
-        "teacher": Value("string"),
-        "response": Value("string"),
-        "finish_reason": Value("string"),
-        "num_samples": Value("int32"),
-        "correct": Value("bool"),
-        "prompt_tokens": Value("int64"),
-        "completion_tokens": Value("int64"),
-        "quality": Value("float64"),
-    }
-)
+GENERATIONS_FEATURES = Features({**generations_features(), "quality": Value("float64")})
 
 
 @dataclass

@@ -348,10 +348,11 @@ def _stored(store: ResultStore, job: Job, teacher: str, config: SynthesisConfig)
     return samples
 
 
-def _features(prompts: Dataset) -> Features:
+def generations_features(prompt_id=None) -> Features:
+    """Columns and types of the generations contract; `prompt_id` keeps the prompts' own type when given."""
     return Features(
         {
-            "prompt_id": prompts.features["prompt_id"],
+            "prompt_id": prompt_id if prompt_id is not None else Value("string"),
             "teacher": Value("string"),
             "response": Value("string"),
             "finish_reason": Value("string"),
@@ -429,7 +430,7 @@ def synthesize(
         raise SynthesisError(_failure_message(failures, config), failures)
     if failures:
         logger.warning(_failure_message(failures, config))
-    return Dataset.from_list(rows, features=_features(prompts)), report
+    return Dataset.from_list(rows, features=generations_features(prompts.features["prompt_id"])), report
 
 
 def _failure_message(failures: list[Failure], config: SynthesisConfig) -> str:
