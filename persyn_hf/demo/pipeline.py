@@ -97,6 +97,7 @@ class Demo:
         self.args = args
         self.out = Path(args.output_dir)
         self.store = ArtifactStore(args.store_root)
+        self.teachers = load_teachers(args.teachers)
         self.timings: dict[str, float] = {}
 
     def run_verb(self, verb: str, recipe: str, *positional: str, **overrides) -> None:
@@ -126,12 +127,11 @@ class Demo:
         """Train (or reuse) the tokenizer, teachers and student; write the prompts; returns (teachers YAML, student)."""
         args, cache = self.args, Path(self.args.cache_dir)
         tokenizer = world_tokenizer(cache, seed=args.seed)
-        specs = load_teachers(args.teachers)
-        unknown = sorted({t.name for t in specs} - set(TEACHER_RECIPES))
+        unknown = sorted({t.name for t in self.teachers} - set(TEACHER_RECIPES))
         if unknown:
             raise ValueError(f"Demo teachers {unknown} have no recipe; the demo world knows {sorted(TEACHER_RECIPES)}")
         resolved = []
-        for spec in specs:
+        for spec in self.teachers:
             recipe = self._scaled(TEACHER_RECIPES[spec.name])
             path = train_teacher(tokenizer, recipe, cache / "teachers", num_examples=1600 if args.quick else 8000)
             resolved.append({**dataclasses.asdict(spec), "model_path": path})
@@ -264,13 +264,13 @@ class Demo:
 
     def router_hit_at_3(self) -> float | None:
         """Hit@3 of the router on its held-out prompts, as its card records it."""
-        card = ModelCard.load(Path(self.store.location("demo/persyn-router")) / "README.md")
+        card = ModelCard.load(Path(self.store.location(ROUTERS["persyn"])) / "README.md")
         return card.data.persyn["metrics"].get("hit_at_3")
 
     def _result(self, strategy: str) -> dict:
         summary = json.loads((self.out / "eval" / strategy / "results.json").read_text())
         assigned = self.store.load_dataset(f"demo/assignments-{strategy}")["teacher"]
-        teachers = [t.name for t in load_teachers(self.args.teachers)]
+        teachers = [t.name for t in self.teachers]
         return {
             "strategy": strategy,
             "accuracy": summary["tasks"]["persyn_heldout"]["accuracy"],
@@ -306,9 +306,7 @@ def run_demo(args: DemoArguments) -> dict:
     (demo.out / "results.json").write_text(json.dumps(report, indent=2))
     persyn = next(r for r in results if r["strategy"] == "persyn")
     counts = {t: round(share * args.num_prompts) for t, share in persyn["allocation"].items()}
-    allocation_chart(
-        counts, load_teachers(args.teachers), demo.out / "allocation_persyn.png", "PerSyn allocation (demo)"
-    )
+    allocation_chart(counts, demo.teachers, demo.out / "allocation_persyn.png", "PerSyn allocation (demo)")
     print(results_table(results))
     print(f"router Hit@3 on held-out subset prompts: {report['router']['hit_at_3']}")
     print(f"wall time: {report['wall_time_s']['total']} s; results in {demo.out / 'results.json'}")
