@@ -212,7 +212,10 @@ def overrides(inputs: dict[str, str], backbone: str) -> list[str]:
 
 def test_train_router_verb_from_recipe(tmp_path, tiny_qwen2_path):
     inputs = write_inputs(tmp_path)
-    cli_main(["train-router", "--config", os.path.join(REPO_ROOT, RECIPE), *overrides(inputs, tiny_qwen2_path)])
+    recipe = os.path.join(REPO_ROOT, RECIPE)
+    cli_main(
+        ["train-router", "--config", recipe, *overrides(inputs, tiny_qwen2_path), "--pairs_repo_id", "test/pairs"]
+    )
     location = ArtifactStore(inputs["store_root"]).location("test/router")
     router = AutoModel.from_pretrained(location)
     assert type(router) is PersynRouterModel and router.config.teachers == TEACHERS
@@ -222,6 +225,10 @@ def test_train_router_verb_from_recipe(tmp_path, tiny_qwen2_path):
     train = router_rows(24).train_test_split(test_size=6, seed=42)["train"]  # the recipe's seed
     pairs = sum(3 if np.isfinite(rewards).all() else 1 for rewards in train["teacher_rewards"])
     assert f"18 ({pairs} comparable teacher pairs)" in card
+    # the pairwise export: 12 prompts with 3 rewarded teachers (C(3,2) = 3 pairs), 12 with 2 (1 pair, label 1)
+    exported = ArtifactStore(inputs["store_root"]).load_dataset("test/pairs")
+    assert len(exported) == 12 * 3 + 12 * 1
+    assert sum(exported["label"]) == 12
 
 
 def test_train_router_verb_rejects_teacher_mismatch(tmp_path, tiny_qwen2_path):

@@ -57,6 +57,9 @@ class TrainRouterScriptArguments:
         eval_size (`float`, *optional*, defaults to `0.1`):
             Prompts held out for evaluation: a fraction of the prompts if below 1, else a number of prompts; 0 keeps
             none. The split is drawn with the training `seed`.
+        pairs_repo_id (`str`, *optional*):
+            Artifact to also write the explicit pairwise dataset to (`prompt_id`, `teacher_a`, `teacher_b`, `label`;
+            C(n, 2) rows per prompt), for inspection or publication. Training never reads it.
     """
 
     scores_repo_id: str = field(metadata={"help": "Artifact of the scores (persyn-hf score)."})
@@ -69,6 +72,9 @@ class TrainRouterScriptArguments:
     eval_size: float = field(
         default=0.1,
         metadata={"help": "Held-out prompts: a fraction if below 1, else a count; 0 keeps none."},
+    )
+    pairs_repo_id: str | None = field(
+        default=None, metadata={"help": "Artifact to also write the explicit pairwise dataset to (inspection)."}
     )
 
     def __post_init__(self):
@@ -153,7 +159,7 @@ def main(
 ):
     import torch
 
-    from persyn_hf.pairs import router_rows
+    from persyn_hf.pairs import pairwise_export, router_rows
     from persyn_hf.router import PersynRouterModel
     from persyn_hf.router_trainer import router_card, train_router
     from persyn_hf.teachers import load_teachers
@@ -164,7 +170,8 @@ def main(
     scores = store.load_dataset(script_args.scores_repo_id, script_args.scores_config)
     prompts = store.load_dataset(script_args.prompts_repo_id, script_args.prompts_config, script_args.prompts_split)
     check_teachers(scores, names, script_args.teachers)
-    train_rows, eval_rows = split_rows(router_rows(scores, prompts, names), script_args.eval_size, training_args.seed)
+    rows = router_rows(scores, prompts, names)
+    train_rows, eval_rows = split_rows(rows, script_args.eval_size, training_args.seed)
 
     dtype = getattr(torch, model_args.dtype) if model_args.dtype not in (None, "auto") else model_args.dtype
     backbone_kwargs = {"dtype": dtype} if dtype is not None else {}
@@ -193,6 +200,8 @@ def main(
             num_eval_prompts=len(trainer.eval_dataset) if trainer.eval_dataset is not None else 0,
         )
         location = store.save_model(script_args.router_repo_id, trainer.model, tokenizer, card=card)
+        if script_args.pairs_repo_id is not None:
+            store.save_dataset(script_args.pairs_repo_id, pairwise_export(rows, names))
         shown = {key: round(value, 4) for key, value in metrics.items() if "hit" in key or "regret" in key}
         print(f"Saved the router to {location} {shown}")
     trainer.accelerator.wait_for_everyone()
