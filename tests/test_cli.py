@@ -23,12 +23,17 @@ def test_unknown_verb_names_the_choices():
 
 
 @pytest.mark.parametrize("verb", sorted(VERBS))
-def test_every_verb_has_a_parser_and_main(verb):
+def test_every_verb_has_a_parser_and_main(verb, capsys):
     import importlib
 
+    from trl import TrlParser
+
     module = importlib.import_module(VERBS[verb][0])
-    assert callable(module.main)
-    assert module.make_parser().parse_args_and_config is not None
+    parser = module.make_parser()
+    assert callable(module.main) and isinstance(parser, TrlParser)
+    with pytest.raises(SystemExit, match="0"):
+        parser.parse_args_and_config(["--help"])
+    assert "usage:" in capsys.readouterr().out
 
 
 def test_unknown_recipe_key_is_an_error_naming_it(tmp_path):
