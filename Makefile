@@ -24,12 +24,12 @@ demo: install
 	$(BIN)/persyn-hf demo --config recipes/demo/config_demo.yaml
 
 quality: install
-	$(BIN)/ruff check persyn_hf hub_cards tests benchmarks
-	$(BIN)/ruff format --check persyn_hf hub_cards tests benchmarks
+	$(BIN)/ruff check persyn_hf tests benchmarks
+	$(BIN)/ruff format --check persyn_hf tests benchmarks
 
 style: install
-	$(BIN)/ruff check --fix persyn_hf hub_cards tests benchmarks
-	$(BIN)/ruff format persyn_hf hub_cards tests benchmarks
+	$(BIN)/ruff check --fix persyn_hf tests benchmarks
+	$(BIN)/ruff format persyn_hf tests benchmarks
 
 benchmarks: install
 	for script in benchmarks/*.py; do $(BIN)/python $$script --json $${script%.py}.json || exit 1; done

@@ -1,6 +1,6 @@
 """Teacher-client throughput: how close persyn-hf's synthesis engine gets to what a teacher endpoint can serve.
 
-A TGI-protocol server (`persyn_hf.teachers.server`, in its own process, no model) answers every request after a
+A TGI-protocol server (`persyn_hf.testing.server`, in its own process, no model) answers every request after a
 fixed service latency, so with c requests in flight it serves at most c / latency requests per second. One run:
 - `sequential`: the naive way, one blocking `InferenceClient.chat_completion` call after another;
 - `bare-aiohttp`: no engine at all, just c coroutines posting the same request with one `aiohttp` session: the
@@ -29,17 +29,17 @@ import time
 from datasets import Dataset
 from huggingface_hub import InferenceClient
 
-from persyn_hf.fixtures import build_tokenizer
+from persyn_hf.generate import SynthesisConfig, synthesize
 from persyn_hf.teachers import TeacherSpec
-from persyn_hf.teachers.backends import HTTP_CLIENTS
-from persyn_hf.teachers.synthesis import SynthesisConfig, synthesize
+from persyn_hf.teachers.spec import HTTP_CLIENTS
+from persyn_hf.testing.fixtures import build_tokenizer
 
 GOAL = 0.9
 
 
 def start_server(latency_ms: float) -> tuple[subprocess.Popen, str]:
     server = subprocess.Popen(
-        [sys.executable, "-m", "persyn_hf.teachers.server", "--latency_ms", str(latency_ms)],
+        [sys.executable, "-m", "persyn_hf.testing.server", "--latency_ms", str(latency_ms)],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -20,8 +20,8 @@ import time
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from persyn_hf.fixtures import DEFAULT_CORPUS, build_tokenizer
-from persyn_hf.rewards import encode_response, learnability_scores
+from persyn_hf.learnability import encode_response, learnability_scores
+from persyn_hf.testing.fixtures import DEFAULT_CORPUS, build_tokenizer
 
 WORDS = " ".join(DEFAULT_CORPUS).split()
 

@@ -25,9 +25,9 @@ import time
 
 import torch
 
-from persyn_hf.fixtures import DEFAULT_CORPUS, build_causal_lm, build_tokenizer
 from persyn_hf.router import PersynRouterModel
 from persyn_hf.router_trainer import RouterCollator
+from persyn_hf.testing.fixtures import DEFAULT_CORPUS, build_causal_lm, build_tokenizer
 
 WORDS = " ".join(DEFAULT_CORPUS).split()
 

@@ -1,6 +1,6 @@
 """Dataset cards of persyn-hf's builders and the allocation bar chart of a personalized dataset.
 
-The cards are Jinja templates in `hub_cards/` rendered with `DatasetCard.from_template`; their YAML front matter
+The cards are Jinja templates in `persyn_hf/templates/` rendered with `DatasetCard.from_template`; their YAML front matter
 is `DatasetCardData` plus a `persyn` block with the figures the body shows, so a card can be re-rendered (e.g.
 when a new strategy joins a personalized dataset) without losing what the earlier builds recorded.
 """
@@ -16,10 +16,15 @@ from datasets import Dataset
 from huggingface_hub import DatasetCard, DatasetCardData
 from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
 
-from persyn_hf.hub_cards import template_path
 from persyn_hf.store import ArtifactStore
 from persyn_hf.teachers.spec import TeacherSpec
+from persyn_hf.templates import template_path
 
+PERSYN_CITATION = """@article{zhang2025persyn,
+  title   = {{Find Your Optimal Teacher: Personalized Data Synthesis via Router-Guided Multi-Teacher Distillation}},
+  author  = {Zhang, Hengyuan and Yang, Shiping and Liang, Xiao and Shang, Chenming and Jiang, Yuxuan and Tao, Chaofan and Xiong, Jing and So, Hayden Kwok-Hay and Xie, Ruobing and Chang, Angel X. and Wong, Ngai},
+  year    = {2025}
+}"""
 TAGS = ["persyn", "synthetic", "distillation"]
 # One colormap per family, in order of first appearance; shades within a family grow darker with size (Fig. 9).
 FAMILY_COLORMAPS = ("Blues", "Oranges", "Greens", "Reds", "Purples", "Greys", "PuRd", "BuGn", "YlOrBr", "YlGn")

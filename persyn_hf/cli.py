@@ -1,37 +1,134 @@
-"""`persyn-hf <verb> --config recipe.yaml [--field value ...]`."""
+"""`persyn-hf [--debug] [--log_level LEVEL] <verb> --config recipe.yaml [--field value ...]`.
+
+Every verb parses its recipe strictly (unknown keys are errors naming the closest field), runs its stage, and prints
+what it made. A mistake a user can fix (`persyn_hf.errors.PersynError`) ends the run with one line on stderr and exit
+status 1; `--debug` (or `PERSYN_HF_DEBUG=1`) shows the traceback too. `--log_level` (or `PERSYN_HF_LOG_LEVEL`) sets
+how much of persyn-hf's progress is logged, `info` by default; the library itself configures no logging.
+"""
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import logging
+import os
+import re
 import sys
 
+from persyn_hf.errors import PersynError
 from persyn_hf.scripts import VERBS
 
-USAGE = "usage: persyn-hf <verb> --config recipe.yaml [--field value ...]\n\nverbs:\n" + "\n".join(
-    f"  {verb:<14}{help_line}" for verb, (_, help_line) in VERBS.items()
+LOG_LEVELS = ("debug", "info", "warning", "error")
+USAGE = (
+    "usage: persyn-hf [--debug] [--log_level {debug,info,warning,error}] <verb> --config recipe.yaml "
+    "[--field value ...]\n\nverbs:\n" + "\n".join(f"  {verb:<14}{help_line}" for verb, (_, help_line) in VERBS.items())
 )
 
 
+def _unknown_keys(message: str) -> list[str]:
+    """The field names an `HfArgumentParser` error lists as unknown (`['--batch_sise', '8']` -> `['batch_sise']`)."""
+    return [key.lstrip("-") for key in re.findall(r"'(--[^']+)'", message)]
+
+
+def _known_fields(parser) -> list[str]:
+    return [action.dest for action in parser._actions if action.dest != "help"]
+
+
 def parse_args(parser, argv: list[str]):
-    """Parse `argv` with a verb's `TrlParser`: YAML gives defaults, flags override, unknown keys are errors."""
+    """Parse `argv` with a verb's `TrlParser`: YAML gives defaults, flags override, unknown keys are errors.
+
+    An unknown key is reported first, with the closest valid name; any other invalid value is reported as its
+    config raises it. Both end the run with a usage error (exit status 2) and no traceback.
+    """
     try:
         return parser.parse_args_and_config(argv)
-    except ValueError as error:  # unknown YAML keys or flags: name them, no traceback
-        parser.error(str(error))
+    except ValueError as error:  # unknown YAML keys or flags, or a config's own check
+        message = str(error)
+        hints = [
+            f"did you mean `{close[0]}` for `{key}`?"
+            for key in _unknown_keys(message)
+            if (close := difflib.get_close_matches(key, _known_fields(parser), n=1))
+        ]
+        parser.error(" ".join([" ".join(message.split()), *hints]))
+
+
+def load_recipe(parser, path: str, *positional: str, **overrides) -> tuple:
+    """The dataclasses of `parser` from a YAML recipe and keyword overrides, without a command line.
+
+    The same strict parsing as the CLI (`parse_args`), for Python callers such as `persyn-hf demo`.
+    """
+    argv = [*positional, "--config", str(path)]
+    for key, value in overrides.items():
+        argv += [f"--{key}", str(value)]
+    return parse_args(parser, argv)
+
+
+def configure_logging(level: str) -> None:
+    """Show persyn-hf's log records of `level` and above on stderr."""
+    logger = logging.getLogger("persyn_hf")
+    if not any(getattr(handler, "persyn_hf", False) for handler in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("[persyn-hf] %(message)s"))
+        handler.persyn_hf = True
+        logger.addHandler(handler)
+    logger.setLevel(level.upper())
+
+
+def _global_options(argv: list[str]) -> tuple[bool, str, list[str]]:
+    """(debug, log level, the rest) from the options before the verb and the environment."""
+    debug = os.environ.get("PERSYN_HF_DEBUG", "") not in ("", "0")
+    level = os.environ.get("PERSYN_HF_LOG_LEVEL", "info").lower()
+    while argv and argv[0].startswith("--") and argv[0] not in ("--help", "--version"):
+        option, argv = argv[0], argv[1:]
+        if option == "--debug":
+            debug = True
+        elif option == "--log_level" and argv:
+            level, argv = argv[0].lower(), argv[1:]
+        else:
+            sys.exit(f"persyn-hf: unknown option {option!r}; options before the verb: --debug, --log_level")
+    if level not in LOG_LEVELS:
+        sys.exit(f"persyn-hf: `--log_level` must be one of {list(LOG_LEVELS)}, got {level!r}")
+    return debug, level, argv
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    debug, level, argv = _global_options(list(argv))
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return
+    if argv[0] == "--version":
+        from persyn_hf import __version__
+
+        print(f"persyn-hf {__version__}")
+        return
     verb, rest = argv[0], argv[1:]
     if verb not in VERBS:
-        sys.exit(f"persyn-hf: unknown verb {verb!r}; choose one of: {', '.join(VERBS)}")
+        close = difflib.get_close_matches(verb, VERBS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        sys.exit(f"persyn-hf: unknown verb {verb!r}; choose one of: {', '.join(VERBS)}{hint}")
     module = importlib.import_module(VERBS[verb][0])
+    if {"-h", "--help"} & set(rest) and hasattr(module, "make_help_parser"):
+        # verbs built on `TrainingArguments` list its fields only with `--help-all`: importing them takes seconds
+        parser = module.make_help_parser()
+        parser.prog = f"persyn-hf {verb}"
+        parser.print_help()
+        return
+    rest = ["--help" if arg == "--help-all" else arg for arg in rest]
+    configure_logging(level)
     parser = module.make_parser()
     parser.prog = f"persyn-hf {verb}"
-    module.main(*parse_args(parser, rest))
+    try:
+        module.main(*parse_args(parser, rest))
+    except PersynError as error:
+        if debug:
+            raise
+        sys.exit(f"persyn-hf {verb}: error: {error} (`persyn-hf --debug {verb} ...` shows the traceback)")
+
+
+def run_script(verb: str) -> None:
+    """`python -m persyn_hf.scripts.<verb> ...` (and `accelerate launch -m ...`): the same as `persyn-hf <verb> ...`."""
+    main([verb, *sys.argv[1:]])
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The evaluation stage: a student on lm-eval tasks, persyn-hf's own beside lm-eval's registry.
+"""The eval stage: a student on lm-eval tasks, persyn-hf's own beside lm-eval's registry.
 
 `lm_eval.simple_evaluate` runs the `hf` model on a local folder (or a Hub id in Hub mode), with the model's
 chat template and greedy decoding as the tasks define it. persyn-hf ships two tasks of its own in
@@ -14,8 +14,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from persyn_hf.configs import DTYPES, INFERENCE_DTYPE, check_choice, check_positive, renamed
+from persyn_hf.contracts import StageResult
+from persyn_hf.errors import ConfigError
 from persyn_hf.eval_tasks import TASKS_DIR
-from persyn_hf.store import ArtifactStore, StoreArguments
+from persyn_hf.store import ArtifactStore
 
 HELDOUT_TASK = "persyn_heldout"
 RESULTS_FILE = "results.json"
@@ -32,13 +35,13 @@ class EvalArguments:
         tasks (`list[str]`, *optional*, defaults to `["persyn_heldout"]`):
             lm-eval task names, persyn-hf's (`persyn_heldout`, `svamp`) or lm-eval's; `name|k` evaluates `name`
             with `k` few-shot examples instead of the task's default (e.g. `gsm8k|5`).
-        heldout_dataset (`str`, *optional*):
+        heldout_repo_id (`str`, *optional*):
             The held-out split `persyn_heldout` reads: a repo id in the artifact store or a local dataset folder,
             with columns `prompt_id`, `prompt` and `answer` (str).
         heldout_config (`str`, *optional*, defaults to `"default"`):
-            Config (subset) of `heldout_dataset`.
+            Config (subset) of `heldout_repo_id`.
         heldout_split (`str`, *optional*, defaults to `"test"`):
-            Split of `heldout_dataset`.
+            Split of `heldout_repo_id`.
         apply_chat_template (`bool`, *optional*, defaults to `True`):
             Render each prompt with the model's chat template, as the student saw its training data.
         fewshot_as_multiturn (`bool`, *optional*, defaults to `True`):
@@ -50,13 +53,14 @@ class EvalArguments:
         device (`str`, *optional*):
             Device of the model; unset takes `cuda` when available, else `cpu`.
         dtype (`str`, *optional*, defaults to `"auto"`):
-            Data type the model is loaded in.
+            Data type the model is loaded in (`persyn_hf.configs`: models that run load `auto`).
         limit (`int`, *optional*):
             Evaluate only the first `limit` examples of each task (for quick checks, never for reported numbers).
         seed (`int`, *optional*, defaults to `1234`):
             Seed of Python, NumPy, torch and few-shot sampling.
         output_dir (`str`, *optional*, defaults to `"eval_results"`):
             Directory the results JSON is written to, as `results.json`.
+        heldout_dataset (`str`, *optional*): Deprecated name of `heldout_repo_id`.
     """
 
     model_name_or_path: str = field(
@@ -66,12 +70,12 @@ class EvalArguments:
         default_factory=lambda: [HELDOUT_TASK],
         metadata={"help": "lm-eval task names (persyn-hf's or lm-eval's); `name|k` sets k few-shot examples."},
     )
-    heldout_dataset: str | None = field(
+    heldout_repo_id: str | None = field(
         default=None,
         metadata={"help": "Held-out split for `persyn_heldout`: a repo id in the store or a local dataset folder."},
     )
-    heldout_config: str = field(default="default", metadata={"help": "Config (subset) of `heldout_dataset`."})
-    heldout_split: str = field(default="test", metadata={"help": "Split of `heldout_dataset`."})
+    heldout_config: str = field(default="default", metadata={"help": "Config (subset) of `heldout_repo_id`."})
+    heldout_split: str = field(default="test", metadata={"help": "Split of `heldout_repo_id`."})
     apply_chat_template: bool = field(
         default=True, metadata={"help": "Render each prompt with the model's chat template."}
     )
@@ -83,12 +87,20 @@ class EvalArguments:
     )
     batch_size: int = field(default=8, metadata={"help": "Batch size of the `hf` model."})
     device: str | None = field(default=None, metadata={"help": "Device of the model (unset: cuda if available)."})
-    dtype: str = field(default="auto", metadata={"help": "Data type the model is loaded in."})
+    dtype: str = field(default=INFERENCE_DTYPE, metadata={"help": "Data type the model is loaded in."})
     limit: int | None = field(
         default=None, metadata={"help": "Evaluate only the first `limit` examples of each task (quick checks)."}
     )
     seed: int = field(default=1234, metadata={"help": "Seed of Python, NumPy, torch and few-shot sampling."})
     output_dir: str = field(default="eval_results", metadata={"help": "Directory `results.json` is written to."})
+    heldout_dataset: str | None = field(default=None, metadata={"help": "Deprecated: use `heldout_repo_id`."})
+
+    def __post_init__(self):
+        renamed(self, "heldout_dataset", "heldout_repo_id")
+        check_choice("dtype", self.dtype, DTYPES)
+        check_positive(self, "batch_size")
+        for spec in self.tasks:
+            parse_task_spec(spec)
 
 
 def parse_task_spec(spec: str) -> tuple[str, int | None]:
@@ -97,7 +109,7 @@ def parse_task_spec(spec: str) -> tuple[str, int | None]:
     if not shots:
         return name, None
     if not shots.isdigit():
-        raise ValueError(f"`tasks` entry {spec!r}: the few-shot count after '|' must be an integer, e.g. 'gsm8k|5'.")
+        raise ConfigError(f"`tasks` entry {spec!r}: the few-shot count after '|' must be an integer, e.g. 'gsm8k|5'.")
     return name, int(shots)
 
 
@@ -119,11 +131,11 @@ def make_task_manager(task_names: list[str], metadata: dict | None = None):
 
 
 def check_task_names(task_names: list[str], task_manager) -> None:
-    """Raise a `ValueError` for a name that is no task, group or tag `task_manager` knows."""
+    """Raise a `ConfigError` for a name that is no task, group or tag `task_manager` knows."""
     for name in task_names:
         if name not in task_manager.all_tasks:
             close = difflib.get_close_matches(name, task_manager.all_tasks, n=3)
-            raise ValueError(
+            raise ConfigError(
                 f"`tasks` entry {name!r} is not an lm-eval task{f' (did you mean {close}?)' if close else ''}; "
                 f"persyn-hf adds {own_tasks()}, and `lm-eval ls tasks` lists lm-eval's."
             )
@@ -153,25 +165,25 @@ def summarize(results: dict) -> dict:
     return summary
 
 
-def evaluate_model(args: EvalArguments, store_args: StoreArguments) -> dict | None:
-    """Evaluate `args.model_name_or_path`; print the table, write `results.json`, return the summary.
-
-    Returns `None` on processes other than the main one.
+def run(args: EvalArguments, store: ArtifactStore | None = None) -> StageResult:
+    """Evaluate `args.model_name_or_path`; write `results.json` and return `{"model": ..., "tasks": {...}}` as the
+    artifact and the summary (lm-eval's table under `"table"`). Processes other than the main one return an empty
+    summary.
     """
     import torch
     from lm_eval import simple_evaluate
     from lm_eval.utils import handle_non_serializable, make_table
 
-    store = ArtifactStore.from_args(store_args)
-    model_location = store.resolve(args.model_name_or_path, "model_name_or_path")
+    store = store or ArtifactStore()
+    model_location = store.resolve(args.model_name_or_path, "model_name_or_path", hub_ids=True)
     specs = [parse_task_spec(spec) for spec in args.tasks]
     names = [name for name, _ in specs]
     metadata = None
     if HELDOUT_TASK in names:
-        if args.heldout_dataset is None:
-            raise ValueError(f"The `{HELDOUT_TASK}` task needs `heldout_dataset`: the held-out split to evaluate on.")
+        if args.heldout_repo_id is None:
+            raise ConfigError(f"The `{HELDOUT_TASK}` task needs `heldout_repo_id`: the held-out split to evaluate on.")
         metadata = {
-            "heldout_dataset": store.resolve(args.heldout_dataset, "heldout_dataset"),
+            "heldout_dataset": store.resolve(args.heldout_repo_id, "heldout_repo_id"),
             "heldout_config": args.heldout_config,
             "heldout_split": args.heldout_split,
         }
@@ -203,13 +215,10 @@ def evaluate_model(args: EvalArguments, store_args: StoreArguments) -> dict | No
         torch_random_seed=args.seed,
         fewshot_random_seed=args.seed,
     )
-    if results is None:  # not the main process
-        return None
-
-    print(make_table(results))
-    summary = {"model": args.model_name_or_path, "tasks": summarize(results)}
     output = Path(args.output_dir) / RESULTS_FILE
+    if results is None:  # not the main process
+        return StageResult({}, str(output), {})
+    summary = {"model": args.model_name_or_path, "tasks": summarize(results)}
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps({**summary, "lm_eval": results}, indent=2, default=handle_non_serializable))
-    print(f"Results written to {output}")
-    return summary
+    return StageResult(summary, str(output), {**summary, "table": make_table(results)})

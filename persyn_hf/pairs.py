@@ -12,29 +12,15 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+from typing import TYPE_CHECKING
 
-from datasets import Dataset
+from persyn_hf.contracts import CONTRACTS, prompt_text, validate
+from persyn_hf.errors import DataError
 
-from persyn_hf.rewards import require_columns
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 logger = logging.getLogger(__name__)
-
-
-def prompt_text(row: dict) -> str:
-    """The prompt of a prompts-dataset row: its `prompt`, or the last user message of its `messages`."""
-    if row.get("prompt") is not None:
-        return row["prompt"]
-    user_turns = [message["content"] for message in row.get("messages") or [] if message["role"] == "user"]
-    if not user_turns:
-        raise ValueError(f"Prompt {row.get('prompt_id')!r} has neither a `prompt` nor a user message in `messages`.")
-    return user_turns[-1]
-
-
-def prompt_columns(prompts: Dataset) -> list[str]:
-    """The columns a prompts dataset needs: `prompt_id` and one of `prompt` / `messages`."""
-    text_column = "prompt" if "prompt" in prompts.column_names else "messages"
-    require_columns(prompts, ["prompt_id", text_column], "prompts")
-    return ["prompt_id", text_column]
 
 
 def reward_table(scores: Dataset, teachers: list[str], column: str = "reward") -> dict[str, list[float]]:
@@ -43,11 +29,11 @@ def reward_table(scores: Dataset, teachers: list[str], column: str = "reward") -
     Raises on scores for a teacher not in `teachers` and on a (prompt, teacher) pair scored twice; non-finite
     scores are treated as missing and counted in a warning.
     """
-    require_columns(scores, ["prompt_id", "teacher", column], "scores")
+    validate(scores, "scores", required=("prompt_id", "teacher", column))
     index = {name: i for i, name in enumerate(teachers)}
     unknown = sorted(set(scores["teacher"]) - set(index))
     if unknown:
-        raise ValueError(
+        raise DataError(
             f"The scores name teacher(s) {unknown} that are not in the teacher list {teachers}: add them to the "
             "teacher list (the router's teacher order) or drop their rows from the scores."
         )
@@ -55,8 +41,6 @@ def reward_table(scores: Dataset, teachers: list[str], column: str = "reward") -
     non_finite = 0
     for prompt_id, teacher, value in zip(scores["prompt_id"], scores["teacher"], scores[column]):
         row = table.setdefault(prompt_id, [math.nan] * len(teachers))
-        if not math.isnan(row[index[teacher]]):
-            raise ValueError(f"The scores hold more than one row for prompt {prompt_id!r} and teacher {teacher!r}.")
         if value is None or not math.isfinite(value):
             non_finite += 1
             continue
@@ -72,12 +56,12 @@ def router_rows(scores: Dataset, prompts: Dataset, teachers: list[str]) -> Datas
     One row per prompt that has at least one finite reward, in the order of `prompts`; NaN marks a teacher
     without a score for that prompt. Every scored prompt must be in `prompts`.
     """
-    prompt_columns(prompts)
+    validate(prompts, "prompts")
     table = reward_table(scores, teachers)
     texts = {row["prompt_id"]: prompt_text(row) for row in prompts}
     unknown = [prompt_id for prompt_id in table if prompt_id not in texts]
     if unknown:
-        raise ValueError(
+        raise DataError(
             f"{len(unknown)} scored prompt_id(s) are not in the prompts dataset (first: {unknown[:3]}): pass the "
             "prompts dataset the generations were made from."
         )
@@ -96,23 +80,34 @@ def router_rows(scores: Dataset, prompts: Dataset, teachers: list[str]) -> Datas
     if unrewarded:
         logger.warning(f"{unrewarded} prompt(s) have no finite reward from any teacher: left out of the router rows.")
     if not rows["prompt_id"]:
-        raise ValueError("No prompt has a finite reward: there is nothing to train the router on.")
-    return Dataset.from_dict(rows)
+        raise DataError("No prompt has a finite reward: there is nothing to train the router on.")
+    return _dataset(rows, "router_rows", prompts)
 
 
 def pairwise_export(rows: Dataset, teachers: list[str]) -> Dataset:
     """Explicit Bradley-Terry pairs from router rows: `prompt_id`, `teacher_a`, `teacher_b`, `label`.
 
     For every prompt and every pair a < b (in `teachers` order) of teachers that both have a finite reward,
-    `label` is 1 if `b` has the higher reward, else 0 (ties give 0).
+    `label` is 1 if `b` has the higher reward, else 0. Ties are left out, as the router's training leaves them
+    out (`persyn_hf.router.reward_pairs`): they say nothing about which teacher is better.
     """
-    require_columns(rows, ["prompt_id", "teacher_rewards"], "router rows")
+    validate(rows, "router_rows", required=("prompt_id", "teacher_rewards"))
     pairs = {"prompt_id": [], "teacher_a": [], "teacher_b": [], "label": []}
     for prompt_id, rewards in zip(rows["prompt_id"], rows["teacher_rewards"]):
         rewarded = [i for i, value in enumerate(rewards) if not math.isnan(value)]
         for a, b in itertools.combinations(rewarded, 2):
+            if rewards[a] == rewards[b]:
+                continue
             pairs["prompt_id"].append(prompt_id)
             pairs["teacher_a"].append(teachers[a])
             pairs["teacher_b"].append(teachers[b])
             pairs["label"].append(int(rewards[b] > rewards[a]))
-    return Dataset.from_dict(pairs)
+    return _dataset(pairs, "pairs", rows)
+
+
+def _dataset(columns: dict, artifact: str, source: Dataset) -> Dataset:
+    """`columns` as a dataset of the `artifact` contract, with the `prompt_id` type of `source`."""
+    from datasets import Dataset
+
+    features = CONTRACTS[artifact].features(prompt_id=source.features["prompt_id"], columns=tuple(columns))
+    return Dataset.from_dict(columns, features=features)

@@ -14,13 +14,13 @@ from datasets import Dataset
 from huggingface_hub import ModelCard, ModelCardData
 from transformers import EvalPrediction, PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments
 
-from persyn_hf.cards import hub_link
-from persyn_hf.hub_cards import template_path
+from persyn_hf.cards import PERSYN_CITATION, hub_link
+from persyn_hf.contracts import validate
+from persyn_hf.errors import ConfigError, DataError
 from persyn_hf.router import PersynRouterModel, reward_pairs
-from persyn_hf.sft import PERSYN_CITATION
 from persyn_hf.teachers import TeacherSpec
+from persyn_hf.templates import template_path
 
-ROW_COLUMNS = ("prompt", "teacher_rewards")
 # Metric keys of `router_metrics` -> their names on the router card.
 METRIC_NAMES = {
     "hit_at_1": "Hit@1",
@@ -34,16 +34,16 @@ METRIC_NAMES = {
 @dataclass
 class RouterConfig(TrainingArguments):
     r"""
-    Configuration of [`train_router`]: the `TrainingArguments` of the router's `Trainer`, plus what the router card
-    reports about the run.
+    Configuration of [`train_router`]: the `TrainingArguments` of the router's `Trainer`.
 
     Parameters:
-        > Parameters that describe the run (shown on the router card)
+        > Deprecated parameters (the router's card reads them from the scores' card, where `persyn-hf score` records
+        > them once)
 
         student (`str`, *optional*):
-            Hub id or path of the student whose learnability the rewards measure; each student needs its own router.
+            Hub id or path of the student whose learnability the rewards measure.
         alpha (`float`, *optional*):
-            Weight of learnability in the reward, r = (1 - α)·quality + α·learnability (PerSyn Eq. 2; paper: 0.4).
+            Weight of learnability in the reward, r = (1 - α)·quality + α·learnability (PerSyn Eq. 2).
 
     > [!NOTE]
     > These parameters have default values different from [`~transformers.TrainingArguments`]:
@@ -67,21 +67,22 @@ class RouterConfig(TrainingArguments):
         metadata={"help": "Input keys holding the labels: the reward vectors."},
     )
 
-    # Parameters that describe the run
+    # Deprecated parameters: the scores' card records them
     student: str | None = field(
-        default=None,
-        metadata={"help": "Hub id or path of the student the rewards were measured for (shown on the router card)."},
+        default=None, metadata={"help": "Deprecated: the router's card takes the student from the scores' card."}
     )
     alpha: float | None = field(
-        default=None,
-        metadata={
-            "help": "Weight of learnability in the reward (PerSyn Eq. 2; paper: 0.4), shown on the router card."
-        },
+        default=None, metadata={"help": "Deprecated: the router's card takes α from the scores' card."}
     )
 
     def __post_init__(self):
         if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"`alpha` must be in [0, 1], got {self.alpha}.")
+            raise ConfigError(f"`alpha` must be in [0, 1], got {self.alpha}.")
+        for name in ("student", "alpha"):
+            if getattr(self, name) is not None:
+                warnings.warn(
+                    f"`{name}` is deprecated: the router's card reads it from the scores' card.", FutureWarning, 2
+                )
         super().__post_init__()
 
 
@@ -160,17 +161,12 @@ def prepare_rows(
     tokenized without a chat template, truncated to `router.config.max_prompt_length` tokens. Returns `None`
     when no row is left.
     """
-    missing = [column for column in ROW_COLUMNS if column not in dataset.column_names]
-    if missing:
-        raise ValueError(
-            f"`{name}` lacks the column(s) {missing}; router training rows have `prompt` and `teacher_rewards` "
-            f"(see `persyn_hf.pairs.router_rows`), got columns {dataset.column_names}."
-        )
+    validate(dataset, "router_rows", source=f"`{name}`")
     teachers = router.config.teachers
     lengths = [len(rewards) for rewards in dataset["teacher_rewards"]]
     wrong = [i for i, length in enumerate(lengths) if length != len(teachers)]
     if wrong:
-        raise ValueError(
+        raise DataError(
             f"`{name}` row {wrong[0]} has {lengths[wrong[0]]} rewards but the router scores {len(teachers)} teachers "
             f"{teachers} ({len(wrong)} such rows): build the rows with the router's teacher order."
         )
@@ -221,7 +217,7 @@ def train_router(
         The `Trainer` after training (its `model` is the trained router; call `evaluate()` for metrics).
     """
     if teachers is not None and list(teachers) != list(router.config.teachers):
-        raise ValueError(
+        raise DataError(
             f"The rows' teachers {list(teachers)} differ from the router's teachers {router.config.teachers}: "
             "build the rows with the router's teacher names, in the same order."
         )
@@ -231,9 +227,7 @@ def train_router(
     with args.main_process_first(desc="preparing router rows"):
         train_dataset = prepare_rows(train_dataset, tokenizer, router, "train_dataset")
         if train_dataset is None:
-            raise ValueError(
-                "`train_dataset` has no row with two finite, different teacher rewards: nothing to learn."
-            )
+            raise DataError("`train_dataset` has no row with two finite, different teacher rewards: nothing to learn.")
         if eval_dataset is not None:
             eval_dataset = prepare_rows(eval_dataset, tokenizer, router, "eval_dataset")
             if eval_dataset is None:
@@ -267,14 +261,17 @@ def router_card(
     train_dataset: Dataset,
     metrics: dict[str, float] | None = None,
     num_eval_prompts: int = 0,
+    student: str | None = None,
+    alpha: float | None = None,
 ) -> ModelCard:
     """The router's model card: teachers, backbone, student, α, training data and eval metrics, quick start.
 
-    `metrics` are `router_metrics` / `Trainer.evaluate` results (an `eval_` prefix is dropped).
+    `metrics` are `router_metrics` / `Trainer.evaluate` results (an `eval_` prefix is dropped); `student` and `alpha`
+    are those of the scores the router learnt from.
     """
     names = [spec.name for spec in teachers]
     if names != list(router.config.teachers):
-        raise ValueError(f"The teacher specs {names} differ from the router's teachers {router.config.teachers}.")
+        raise ConfigError(f"The teacher specs {names} differ from the router's teachers {router.config.teachers}.")
     backbone = router.config.backbone_config.name_or_path
     metrics = {key.removeprefix("eval_"): value for key, value in (metrics or {}).items()}
     shown = [(label, metrics[key]) for key, label in METRIC_NAMES.items() if key in metrics]
@@ -285,8 +282,8 @@ def router_card(
         tags=["persyn", "router", "bradley-terry", "generated_from_trainer"],
         persyn={
             "teachers": names,
-            "student": args.student,
-            "alpha": args.alpha,
+            "student": student,
+            "alpha": alpha,
             "num_train_prompts": len(train_dataset),
             "metrics": {key: metrics[key] for key in METRIC_NAMES if key in metrics},
         },
@@ -297,8 +294,8 @@ def router_card(
         model_name=repo_id,
         repo_id=repo_id,
         backbone_link=hub_link(backbone),
-        student_link=hub_link(args.student) if args.student else "(not recorded)",
-        alpha=args.alpha,
+        student_link=hub_link(student) if student else "(not recorded)",
+        alpha=alpha,
         teachers=teachers,
         metrics=shown,
         num_eval_prompts=num_eval_prompts,

@@ -4,21 +4,37 @@ By default artifacts land in a local directory laid out like the Hub, ``<root>/<
 ``from_pretrained(path)`` and ``load_dataset(path)`` read back exactly as they read a Hub repo. With
 ``hub=True`` the same calls push to the Hugging Face Hub. The token is never handled here: the Hub
 client reads it from ``HF_TOKEN`` or the ``hf auth login`` cache, so it cannot reach a written file.
+
+A local artifact folder may hold files of the user's own: the store records the files it writes in
+``.persyn-hf-files.json``, replaces only those when it saves again (so no stale weights survive a re-save), never
+deletes another file, and refuses to overwrite one. Files are written atomically and readable by others (0644).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
-from datasets import Dataset, load_dataset
-from huggingface_hub import DatasetCard, HfApi, ModelCard
+
+from persyn_hf.contracts import validate
+from persyn_hf.errors import ArtifactNotFoundError, DataError, OutputError
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from huggingface_hub import DatasetCard, ModelCard
 
 DATASET_FILE = "{split}-00000-of-00001.parquet"
+MANIFEST = ".persyn-hf-files.json"
+FILE_MODE, DIR_MODE = 0o644, 0o755
+# Files that unpickle code when loaded: never published (the training arguments go out as JSON instead).
+PICKLE_SUFFIXES = (".bin", ".pkl", ".pickle", ".pt", ".pth")
 
 
 @dataclass
@@ -65,22 +81,47 @@ class ArtifactStore:
 
     def location(self, repo_id: str) -> str:
         """What `from_pretrained` / `load_dataset` take for `repo_id`: the repo id itself, or its local folder."""
-        if self.hub:
-            return repo_id
         _check_repo_id(repo_id)
-        return str(self.root / repo_id)
+        return repo_id if self.hub else str(self.root / repo_id)
 
-    def resolve(self, name: str, argument: str) -> str:
-        """`name` as a local folder if it is one, else the location of the artifact `name` in the store."""
+    def resolve(self, name: str, argument: str, hub_ids: bool = False) -> str:
+        """`name` as a local folder if it is one, else the location of the artifact `name` in the store; with
+        `hub_ids`, a name that is neither stays a Hub id (e.g. a public student or reward model) unless offline."""
         if os.path.isdir(name):
             return name
-        location = self.location(name)
-        if not self.hub and not os.path.isdir(location):
-            raise ValueError(
-                f"`{argument}` {name!r} is neither a local folder nor an artifact in the store at {str(self.root)!r}; "
-                "pass a folder, the repo id an earlier stage saved to, or set `hub: true` for a Hub repo."
+        if _is_repo_id(name):
+            location = self.location(name)
+            if self.hub or os.path.isdir(location):
+                return location
+            if hub_ids and not _offline():
+                return name
+        hint = " (and the Hub is offline: HF_HUB_OFFLINE is set)" if hub_ids and _offline() else ""
+        raise ArtifactNotFoundError(
+            f"`{argument}` {name!r} is neither a local folder nor an artifact in the store at {str(self.root)!r}"
+            f"{hint}; pass a folder, the repo id an earlier stage saved to, or set `hub: true` for a Hub repo."
+        )
+
+    def check_output(self, repo_id: str, argument: str) -> None:
+        """Raise an `OutputError` now if the artifact `repo_id` could not be written later: a malformed repo id, a
+        file where its folder should be, or a folder this process may not write to."""
+        try:
+            _check_repo_id(repo_id)
+        except OutputError as error:
+            raise OutputError(f"`{argument}`: {error}") from None
+        if self.hub:
+            return
+        target = self.root / repo_id
+        existing = next(path for path in (target, *target.parents) if path.exists())
+        if not existing.is_dir():
+            raise OutputError(
+                f"`{argument}` {repo_id!r} cannot be written: {str(existing)!r} is a file, not a folder; move it or "
+                "choose another repo id or `store_root`."
             )
-        return location
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise OutputError(
+                f"`{argument}` {repo_id!r} cannot be written: no write permission on {str(existing)!r}; choose "
+                "another `store_root`."
+            )
 
     # Models ---------------------------------------------------------------------------------------
 
@@ -96,11 +137,20 @@ class ArtifactStore:
 
     def save_folder(self, repo_id: str, folder: str | Path, card: ModelCard | None = None) -> str:
         """Save (or push, in one commit) the files of a model folder, such as `Trainer.save_model` writes
-        (sharded weights gathered), with `card` as its README; sub-folders (checkpoints) are left out."""
+        (sharded weights gathered), with `card` as its README; sub-folders (checkpoints) are left out.
+
+        Pickle files (`training_args.bin`, `*.pt`, ...) are refused: nothing published may run code when loaded.
+        """
+        files = [path for path in Path(folder).iterdir() if path.is_file()]
+        pickles = sorted(path.name for path in files if path.suffix in PICKLE_SUFFIXES)
+        if pickles:
+            raise OutputError(
+                f"Refusing to publish pickle file(s) {pickles} from {str(folder)!r}: save weights as safetensors and "
+                "settings as JSON."
+            )
         with tempfile.TemporaryDirectory() as staging:
-            for path in Path(folder).iterdir():
-                if path.is_file():
-                    shutil.copy(path, staging)
+            for path in files:
+                shutil.copy(path, staging)
             if card is not None:
                 card.save(os.path.join(staging, "README.md"))
             self._publish_folder(repo_id, staging, repo_type="model", message="Upload model with persyn-hf")
@@ -109,17 +159,19 @@ class ArtifactStore:
     def save_files(self, repo_id: str, files: dict[str, str | Path], repo_type: str = "dataset") -> None:
         """Add files (`{path_in_repo: local_path}`) to an existing artifact, e.g. a chart beside a card."""
         if self.hub:
+            from huggingface_hub import HfApi
+
             api = HfApi()
             for path_in_repo, local_path in files.items():
                 api.upload_file(
                     path_or_fileobj=str(local_path), path_in_repo=path_in_repo, repo_id=repo_id, repo_type=repo_type
                 )
             return
+        self.check_output(repo_id, "repo_id")
         target = Path(self.location(repo_id))
-        for path_in_repo, local_path in files.items():
-            destination = target / path_in_repo
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(local_path, destination)
+        with _claimed(target, files):
+            for path_in_repo, local_path in files.items():
+                _atomic_write(target / path_in_repo, lambda tmp, source=local_path: shutil.copy(source, tmp))
 
     # Datasets -------------------------------------------------------------------------------------
 
@@ -133,74 +185,186 @@ class ArtifactStore:
     ) -> str:
         """Save (or push) one split of one config of a dataset repo, the card first; returns `location`."""
         if len(dataset) == 0:
-            raise ValueError(f"Refusing to save an empty dataset to {repo_id!r} (config {config_name!r}).")
+            raise DataError(f"Refusing to save an empty dataset to {repo_id!r} (config {config_name!r}).")
         if self.hub:
+            from huggingface_hub import HfApi
+
             HfApi().create_repo(repo_id, repo_type="dataset", private=self.private, exist_ok=True)
             if card is not None:  # first: push_to_hub merges `dataset_info` / `configs` into it
                 card.push_to_hub(repo_id, repo_type="dataset")
             dataset.push_to_hub(repo_id, config_name=config_name, split=split, private=self.private)
             return repo_id
+        self.check_output(repo_id, "repo_id")
         target = Path(self.location(repo_id))
-        target.mkdir(parents=True, exist_ok=True)
         data_file = Path(_dataset_dir(config_name)) / DATASET_FILE.format(split=split)
-        _atomic_write(target / data_file, lambda tmp: dataset.to_parquet(tmp))
         readme = target / "README.md"
-        metadata, body = _read_card(readme)
-        if card is not None:
-            metadata, body = _split_card(str(card))
-        metadata["configs"] = _merge_config(metadata.get("configs", []), config_name, split, data_file)
-        _atomic_write(readme, lambda tmp: Path(tmp).write_text(_join_card(metadata, body)))
+        with _claimed(target, [str(data_file), "README.md"]):
+            _atomic_write(target / data_file, lambda tmp: dataset.to_parquet(tmp))
+            metadata, body = _read_card(readme)
+            if card is not None:
+                metadata, body = _split_card(str(card))
+            metadata["configs"] = _merge_config(metadata.get("configs", []), config_name, split, data_file)
+            _atomic_write(readme, lambda tmp: Path(tmp).write_text(_join_card(metadata, body)))
         return str(target)
 
-    def load_dataset(self, repo_id: str, config_name: str = "default", split: str = "train") -> Dataset:
-        """Load one split of an artifact with `datasets.load_dataset`.
+    def load_dataset(
+        self,
+        repo_id: str,
+        config_name: str = "default",
+        split: str = "train",
+        contract: str | None = None,
+        required: tuple[str, ...] | None = None,
+    ) -> Dataset:
+        """Load one split of an artifact with `datasets.load_dataset`, checked against its `contract` when given
+        (with `required` columns instead of the contract's when the reader needs fewer).
 
         Locally, the parquet file named by the card is loaded by its absolute path: `datasets` caches a local
         folder by its name, so two stores holding the same repo id would otherwise share a cache entry.
         """
+        source = f"{repo_id!r}, config {config_name!r}, split {split!r}"
+        dataset = self._load(repo_id, config_name, split)
+        if contract is not None:
+            validate(dataset, contract, source=source, required=required)
+        return dataset
+
+    def _load(self, repo_id: str, config_name: str, split: str) -> Dataset:
+        from datasets import load_dataset
+
         if self.hub:
             return load_dataset(repo_id, config_name, split=split)
         target = Path(self.location(repo_id))
+        if not (target / "README.md").is_file():
+            raise ArtifactNotFoundError(
+                f"No dataset {repo_id!r} in the store at {str(self.root)!r}: write it with the stage that produces "
+                "it, or fix the repo id or `store_root`."
+            )
         configs = {c["config_name"]: c for c in _read_card(target / "README.md")[0].get("configs", [])}
         if config_name not in configs:
-            raise FileNotFoundError(
+            raise ArtifactNotFoundError(
                 f"No config {config_name!r} in the stored dataset {repo_id!r} at {target}; found {sorted(configs)}"
             )
         files = {f["split"]: f["path"] for f in configs[config_name]["data_files"]}
         if split not in files:
-            raise FileNotFoundError(f"No split {split!r} in {repo_id!r} config {config_name!r}; found {sorted(files)}")
-        return load_dataset("parquet", data_files={split: str(target / files[split])}, split=split)
+            raise ArtifactNotFoundError(
+                f"No split {split!r} in {repo_id!r} config {config_name!r}; found {sorted(files)}"
+            )
+        try:
+            return load_dataset("parquet", data_files={split: str(target / files[split])}, split=split)
+        except Exception as error:  # a truncated or foreign file: the user's to fix, not a crash
+            raise DataError(
+                f"Cannot read {repo_id!r} config {config_name!r} split {split!r} ({target / files[split]}): "
+                f"{type(error).__name__}: {error}; write it again with the stage that produces it."
+            ) from error
 
     # Internals ------------------------------------------------------------------------------------
 
     def _publish_folder(self, repo_id: str, folder: str, repo_type: str, message: str) -> None:
         if self.hub:
+            from huggingface_hub import HfApi
+
             api = HfApi()
             api.create_repo(repo_id, repo_type=repo_type, private=self.private, exist_ok=True)
             api.upload_folder(repo_id=repo_id, folder_path=folder, repo_type=repo_type, commit_message=message)
             return
+        self.check_output(repo_id, "repo_id")
         target = Path(self.location(repo_id))
+        written = sorted(str(path.relative_to(folder)) for path in Path(folder).rglob("*") if path.is_file())
+        foreign = _foreign_files(target, written)
         target.parent.mkdir(parents=True, exist_ok=True)
         staged = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
-        shutil.copytree(folder, staged, dirs_exist_ok=True)
-        if target.exists():
-            shutil.rmtree(target)
-        staged.rename(target)
+        try:
+            shutil.copytree(folder, staged, dirs_exist_ok=True)
+            for name in foreign:  # the user's own files stay where they were
+                (staged / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(target / name, staged / name)
+            (staged / MANIFEST).write_text(json.dumps(written, indent=1))
+            _make_readable(staged)
+            _swap(staged, target)
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return constants.is_offline_mode()
+
+
+def _is_repo_id(name: str) -> bool:
+    parts = name.split("/")
+    return 1 <= len(parts) <= 2 and not any(p in ("", ".", "..") for p in parts)
 
 
 def _check_repo_id(repo_id: str) -> None:
-    parts = repo_id.split("/")
-    if not 1 <= len(parts) <= 2 or any(p in ("", ".", "..") for p in parts):
-        raise ValueError(f"`repo_id` must look like 'name' or 'user/name', got {repo_id!r}")
+    if not _is_repo_id(repo_id):
+        raise OutputError(f"`repo_id` must look like 'name' or 'user/name', got {repo_id!r}")
 
 
-def _atomic_write(path: Path, write) -> None:
+def _manifest(target: Path) -> list[str]:
+    path = target / MANIFEST
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def _foreign_files(target: Path, written: Iterable[str]) -> list[str]:
+    """The files in `target` that the store did not write; raise if the new artifact would overwrite one."""
+    if not target.is_dir():
+        return []
+    ours = {*_manifest(target), MANIFEST}
+    foreign = sorted(
+        str(path.relative_to(target)) for path in target.rglob("*") if path.is_file() and path.name != MANIFEST
+    )
+    foreign = [name for name in foreign if name not in ours]
+    clashes = sorted(set(foreign) & set(written))
+    if clashes:
+        raise OutputError(
+            f"{str(target)!r} holds file(s) {clashes} that persyn-hf did not write; saving would overwrite them: move "
+            "them away, or choose another repo id or `store_root`."
+        )
+    return foreign
+
+
+class _claimed:
+    """Record files about to be written into an artifact folder in its manifest (after checking none is foreign)."""
+
+    def __init__(self, target: Path, names: Iterable[str]):
+        self.target, self.names = target, [str(name) for name in names]
+
+    def __enter__(self) -> None:
+        _foreign_files(self.target, self.names)
+        self.target.mkdir(parents=True, exist_ok=True)
+        self.target.chmod(DIR_MODE)
+
+    def __exit__(self, *exc) -> None:
+        manifest = sorted({*_manifest(self.target), *self.names})
+        _atomic_write(self.target / MANIFEST, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
+
+
+def _swap(staged: Path, target: Path) -> None:
+    """Put the folder `staged` in the place of `target` (whose old content is removed once the swap is done)."""
+    if not target.exists():
+        staged.rename(target)
+        return
+    old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-old-"))
+    old.rmdir()
+    target.rename(old)
+    staged.rename(target)
+    shutil.rmtree(old)
+
+
+def _make_readable(folder: Path) -> None:
+    folder.chmod(DIR_MODE)
+    for path in folder.rglob("*"):
+        path.chmod(DIR_MODE if path.is_dir() else FILE_MODE)
+
+
+def _atomic_write(path: Path, write: Callable[[str], object]) -> None:
     """Write through `write(tmp_path)` then rename, so a crash never leaves a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -9,7 +9,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import pytest  # noqa: E402
 
-from persyn_hf.fixtures import build_causal_lm, build_tokenizer  # noqa: E402
+from persyn_hf.testing.fixtures import build_causal_lm, build_tokenizer  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from persyn_hf.teachers import TeacherSpec
 from persyn_hf.teachers.backends import LocalBackend, chat_parameters, make_backend, tgi_parameters
-from persyn_hf.teachers.server import TeacherServer
+from persyn_hf.testing.server import TeacherServer
 
 CONVERSATIONS = [
     [{"role": "user", "content": "What is 12 + 7?"}],

@@ -185,7 +185,7 @@ def save_assignments(store, repo_id, prompt_ids, teachers):
 
 
 def build_personalized(store, strategy, assignments, **overrides):
-    inputs = {"generations_repo_id": "user/magpie", "prompts_repo_id": "user/magpie", "output_repo_id": "user/sft"}
+    inputs = {"generations_repo_id": "user/magpie", "prompts_repo_id": "user/magpie", "dataset_repo_id": "user/sft"}
     build(
         "personalized",
         "recipes/magpie_zoo/build/config_personalized.yaml",
@@ -249,14 +249,14 @@ def test_personalized_rejects_a_teacher_missing_from_the_specs(magpie_store, tmp
     ids = magpie_store.load_dataset("user/magpie", "prompts")["prompt_id"]
     save_assignments(magpie_store, "user/assign-bad", ids, ["Mistral-7B-Instruct-v0.3"] * 8)
     with pytest.raises(ValueError, match=r"Teacher\(s\) \['Mistral-7B-Instruct-v0.3'\] in the assignments are not in"):
-        build_personalized(magpie_store, "bad", "user/assign-bad", output_repo_id="user/bad")
+        build_personalized(magpie_store, "bad", "user/assign-bad", dataset_repo_id="user/bad")
     assert not (magpie_store.root / "user/bad").exists()
 
 
 def test_personalized_rejects_assignments_without_responses(magpie_store):
     save_assignments(magpie_store, "user/assign-unknown", ["uuid-100", "uuid-101"], ["gemma-2-2b-it"] * 2)
     with pytest.raises(ValueError, match=r"2 assigned \(prompt_id, teacher\) pairs have no response in 'user/magpie'"):
-        build_personalized(magpie_store, "unknown", "user/assign-unknown", output_repo_id="user/unknown")
+        build_personalized(magpie_store, "unknown", "user/assign-unknown", dataset_repo_id="user/unknown")
     assert not (magpie_store.root / "user/unknown").exists()
 
 

@@ -12,10 +12,10 @@ from datasets import Dataset
 from persyn_hf import cli
 from persyn_hf.eval_tasks import METRIC_PATH
 from persyn_hf.evaluation import check_task_names, make_task_manager, parse_task_spec
-from persyn_hf.fixtures import build_causal_lm
-from persyn_hf.rewards import CORRECT, check_answer
 from persyn_hf.scripts.eval import make_parser
 from persyn_hf.store import ArtifactStore
+from persyn_hf.testing.fixtures import build_causal_lm
+from persyn_hf.verify import CORRECT, check_answer
 
 EVAL_RECIPES = Path(__file__).parent.parent / "recipes" / "Qwen2.5-1.5B-Instruct" / "eval"
 HELDOUT_RECIPE = EVAL_RECIPES / "config_heldout.yaml"
@@ -72,7 +72,7 @@ def save_heldout(store):
 def run_heldout_eval(model, store, output_dir):
     cli.main(
         ["eval", "--config", str(HELDOUT_RECIPE), "--model_name_or_path", model,
-         "--heldout_dataset", "me/heldout", "--store_root", str(store.root), "--dtype", "float32",
+         "--heldout_repo_id", "me/heldout", "--store_root", str(store.root), "--dtype", "float32",
          "--max_gen_toks", "16", "--batch_size", "5", "--output_dir", str(output_dir)]
     )  # fmt: skip
     return json.loads((output_dir / "results.json").read_text())
@@ -140,22 +140,23 @@ def test_heldout_dataset_missing_a_column_is_named(answers_42_path, tmp_path):
         "me/heldout", Dataset.from_list([{"prompt_id": "t0", "prompt": "What is 1 + 1?"}]), split="test"
     )
     argv = ["eval", "--config", str(HELDOUT_RECIPE), "--model_name_or_path", answers_42_path,
-            "--heldout_dataset", "me/heldout", "--store_root", str(store.root), "--output_dir", str(tmp_path / "eval")]  # fmt: skip
-    with pytest.raises(ValueError, match=r"lacks column\(s\) \['answer'\]"):
+            "--heldout_repo_id", "me/heldout", "--store_root", str(store.root), "--output_dir", str(tmp_path / "eval")]  # fmt: skip
+    with pytest.raises(SystemExit, match=r"persyn-hf eval: error: The heldout dataset lacks column\(s\) \['answer'\]"):
         cli.main(argv)
     assert not (tmp_path / "eval" / "results.json").exists()
 
 
-def test_eval_arguments_errors(answers_42_path, tmp_path):
+def test_eval_arguments_errors(answers_42_path, tmp_path, capsys):
     base = ["eval", "--config", str(HELDOUT_RECIPE), "--store_root", str(tmp_path / "store")]
     with pytest.raises(
-        ValueError, match=r"`model_name_or_path` 'me/missing' is neither a local folder nor an artifact"
+        SystemExit, match=r"`model_name_or_path` 'me/missing' is neither a local folder nor an artifact"
     ):
         cli.main([*base, "--model_name_or_path", "me/missing"])
-    with pytest.raises(ValueError, match=r"`heldout_dataset` 'me/missing' is neither a local folder"):
-        cli.main([*base, "--model_name_or_path", answers_42_path, "--heldout_dataset", "me/missing"])
-    with pytest.raises(ValueError, match=r"'persyn_heldout\|x': the few-shot count after '\|' must be an integer"):
+    with pytest.raises(SystemExit, match=r"`heldout_repo_id` 'me/missing' is neither a local folder"):
+        cli.main([*base, "--model_name_or_path", answers_42_path, "--heldout_repo_id", "me/missing"])
+    with pytest.raises(SystemExit, match="2"):  # a config value: a usage error
         cli.main([*base, "--model_name_or_path", answers_42_path, "--tasks", "persyn_heldout|x"])
+    assert "'persyn_heldout|x': the few-shot count after '|' must be an integer" in capsys.readouterr().err
 
 
 def test_unknown_task_names_a_close_match():

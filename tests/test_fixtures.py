@@ -2,7 +2,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from persyn_hf.fixtures import IM_END, build_causal_lm, build_tokenizer
+from persyn_hf.testing.fixtures import IM_END, build_causal_lm, build_tokenizer
 
 MESSAGES = [
     {"role": "user", "content": "What is 12 + 30?"},

@@ -2,8 +2,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from persyn_hf.fixtures import IM_END, build_tokenizer
-from persyn_hf.rewards import encode_response, learnability_scores
+from persyn_hf.learnability import encode_response, learnability_scores
+from persyn_hf.testing.fixtures import IM_END, build_tokenizer
 
 PROMPTS = [
     [{"role": "user", "content": "What is 12 + 7?"}],

@@ -66,7 +66,7 @@ def test_router_rows_errors_name_the_problem():
         router_rows(scores, _prompts(1), TEACHERS)
     with pytest.raises(ValueError, match=r"lacks column\(s\) \['reward'\].*`reward` comes from `persyn-hf score`"):
         router_rows(scores.remove_columns("reward"), _prompts(2), TEACHERS)
-    with pytest.raises(ValueError, match=r"more than one row for prompt 'p0' and teacher 't0'"):
+    with pytest.raises(ValueError, match=r"repeats 1 \(prompt_id, teacher\) value\(s\): \('p0', 't0'\)"):
         router_rows(
             Dataset.from_dict({"prompt_id": ["p0"] * 2, "teacher": ["t0"] * 2, "reward": [1.0, 2.0]}),
             _prompts(1),

@@ -8,11 +8,11 @@ from collections import Counter
 import pytest
 from datasets import Dataset
 
+from persyn_hf.generate import SynthesisConfig, SynthesisError, synthesize
 from persyn_hf.teachers import TeacherSpec
 from persyn_hf.teachers.pool import PoolConfig, RequestFailed, TeacherPool
 from persyn_hf.teachers.results import RESULTS_FILE
-from persyn_hf.teachers.server import TeacherServer
-from persyn_hf.teachers.synthesis import SynthesisConfig, SynthesisError, synthesize
+from persyn_hf.testing.server import TeacherServer
 
 FAST = {"backoff_base_s": 0.005, "backoff_max_s": 0.05, "disable_tqdm": True}
 MESSAGES = [{"role": "user", "content": "What is 1 + 1?"}]

@@ -81,7 +81,7 @@ def artifacts(recipe: str, *overrides: str) -> tuple[set, set, dict]:
     reads, writes, facts = set(), set(), {}
     if verb == "build":
         config = parsed[1]
-        out = config.output_repo_id
+        out = config.dataset_repo_id if builder == "personalized" else config.output_repo_id
         facts["teachers"] = config.teachers
         if builder == "magpie_zoo":
             writes = {_dataset(out, c, s) for c in ("prompts", "generations") for s in ("train", "router")}
@@ -114,13 +114,13 @@ def artifacts(recipe: str, *overrides: str) -> tuple[set, set, dict]:
         writes = {_dataset(args.scores_repo_id)}
         facts["student"] = args.student
     elif verb == "train-router":
-        args, training = parsed[0], parsed[2]
+        args = parsed[0]
         reads = {
             _dataset(args.scores_repo_id, args.scores_config),
             _dataset(args.prompts_repo_id, args.prompts_config, args.prompts_split),
         }
         writes = {_model(args.router_repo_id)}
-        facts.update(teachers=args.teachers, student=training.student)
+        facts["teachers"] = args.teachers  # the student and α come with the scores (their card)
     elif verb == "route":
         args = parsed[0]
         reads = {_model(args.router_repo_id), _dataset(args.prompts_repo_id, args.prompts_config, args.prompts_split)}
@@ -131,21 +131,21 @@ def artifacts(recipe: str, *overrides: str) -> tuple[set, set, dict]:
         if args.scores_repo_id:
             reads.add(_dataset(args.scores_repo_id))
         if selection.strategy == "persyn":
-            reads.add(_model(selection.router))
+            reads.add(_model(selection.router_repo_id))
         writes = {_dataset(args.assignments_repo_id)}
         facts["teachers"] = args.teachers
     elif verb == "sft":
         args, model = parsed[0], parsed[2]
-        reads = {_dataset(args.dataset_name, args.dataset_config, args.dataset_train_split)}
-        if args.router_name:
-            reads.add(_model(args.router_name))
+        reads = {_dataset(args.dataset_repo_id, args.dataset_config, args.dataset_train_split)}
+        if args.router_repo_id:
+            reads.add(_model(args.router_repo_id))
         writes = {_model(args.student_repo_id)}
         facts["student"] = model.model_name_or_path
     elif verb == "eval":
         args = parsed[0]
         reads = {_model(args.model_name_or_path)}
-        if args.heldout_dataset:
-            reads.add(_dataset(args.heldout_dataset, args.heldout_config, args.heldout_split))
+        if args.heldout_repo_id:
+            reads.add(_dataset(args.heldout_repo_id, args.heldout_config, args.heldout_split))
     else:
         raise AssertionError(f"{recipe}: verb {verb!r} has no place in a chain")
     return reads, writes, facts

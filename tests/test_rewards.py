@@ -6,7 +6,9 @@ import torch
 from datasets import Dataset
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-from persyn_hf.rewards import QUALITY_SCORERS, ScoringConfig, check_answer, verify_answer
+from persyn_hf.rewards import QUALITY_SCORERS
+from persyn_hf.score import ScoringConfig
+from persyn_hf.verify import check_answer, verify_answer
 
 # sympy evaluates this exactly, in C, for longer than anyone would wait: only killing the process stops it.
 PATHOLOGICAL = r"The answer is \boxed{9^{9^{9^{9}}} + 1}"

@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 from datasets import Dataset
+from huggingface_hub import DatasetCard, DatasetCardData
 from transformers import AutoModel
 
 import persyn_hf  # noqa: F401  (registers the router with AutoModel)
@@ -127,7 +128,7 @@ def test_train_router_rejects_bad_rows(tmp_path, fresh_router):
     short = Dataset.from_dict({"prompt": ["x"], "teacher_rewards": [[1.0, 0.0]]})
     with pytest.raises(ValueError, match="row 0 has 2 rewards but the router scores 3 teachers"):
         train_router(router, tokenizer, short, args=args)
-    with pytest.raises(ValueError, match=r"lacks the column\(s\) \['teacher_rewards'\]"):
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['teacher_rewards'\]"):
         train_router(router, tokenizer, Dataset.from_dict({"prompt": ["x"]}), args=args)
     ties = Dataset.from_dict({"prompt": ["x"], "teacher_rewards": [[1.0, 1.0, NAN]]})
     with (
@@ -151,9 +152,20 @@ def test_router_card_renders(tmp_path, fresh_router, tiny_qwen2_path):
             {"name": "long-cot", "model_id": "org/long-32B", "family": "Other", "size_b": 32, "long_cot": True},
         ]
     )
-    args = training_args(tmp_path, student="org/student-1.5B", alpha=0.4)
+    args = training_args(tmp_path)
     metrics = {"eval_hit_at_1": 0.5, "eval_hit_at_3": 0.875, "eval_pairwise_accuracy": 0.75, "eval_oracle_regret": 0.1}
-    card = str(router_card(router, specs, "me/router", args, router_rows(), metrics=metrics, num_eval_prompts=8))
+    card = router_card(
+        router,
+        specs,
+        "me/router",
+        args,
+        router_rows(),
+        metrics,
+        num_eval_prompts=8,
+        student="org/student-1.5B",
+        alpha=0.4,
+    )
+    card = str(card)
     assert "| 2 | `long-cot` | org/long-32B | Other | 32 | yes |" in card
     assert "| Hit@3 | 0.8750 |" in card and "| Oracle regret | 0.1000 |" in card
     assert "[org/student-1.5B](https://huggingface.co/org/student-1.5B)" in card and "α = 0.4" in card
@@ -178,7 +190,9 @@ def write_inputs(root) -> dict[str, str]:
             if not np.isnan(reward):
                 for key, value in zip(scores, (row["prompt_id"], teacher, reward, -1.0, reward)):
                     scores[key].append(value)
-    store.save_dataset("test/scores", Dataset.from_dict(scores))
+    recorded = DatasetCardData(persyn={"student": "Qwen/Qwen2.5-1.5B-Instruct", "alpha": 0.4})  # as `score` writes
+    card = DatasetCard.from_template(recorded, template_str="---\n{{ card_data }}\n---\n# Scores")
+    store.save_dataset("test/scores", Dataset.from_dict(scores), card=card)
     teachers = [
         {"name": name, "model_id": f"org/{name}", "family": "Tiny", "size_b": size}
         for name, size in zip(TEACHERS, (1, 3, 7))
@@ -221,7 +235,7 @@ def test_train_router_verb_from_recipe(tmp_path, tiny_qwen2_path):
     assert type(router) is PersynRouterModel and router.config.teachers == TEACHERS
     card = Path(location, "README.md").read_text()
     assert "| Hit@1 |" in card and "| Hit@3 |" in card and "On 6 held-out prompts" in card
-    assert "Qwen/Qwen2.5-1.5B-Instruct" in card and "α = 0.4" in card  # student and alpha from the recipe
+    assert "Qwen/Qwen2.5-1.5B-Instruct" in card and "α = 0.4" in card  # student and alpha from the scores' card
     train = router_rows(24).train_test_split(test_size=6, seed=42)["train"]  # the recipe's seed
     pairs = sum(3 if np.isfinite(rewards).all() else 1 for rewards in train["teacher_rewards"])
     assert f"18 ({pairs} comparable teacher pairs)" in card
@@ -239,7 +253,7 @@ def test_train_router_verb_rejects_teacher_mismatch(tmp_path, tiny_qwen2_path):
     )
     args = overrides({**inputs, "teachers": str(tmp_path / "two.yaml")}, tiny_qwen2_path)
     with pytest.raises(
-        ValueError, match=r"scores' teachers \['long-cot', 'short-cot', 'terse'\] differ from the teachers"
+        SystemExit, match=r"scores' teachers \['long-cot', 'short-cot', 'terse'\] differ from the teachers"
     ):
         cli_main(["train-router", "--config", os.path.join(REPO_ROOT, RECIPE), *args])
     assert not os.path.exists(ArtifactStore(inputs["store_root"]).location("test/router"))

@@ -11,8 +11,8 @@ import yaml
 from datasets import Dataset
 
 from persyn_hf.cli import main as cli_main
+from persyn_hf.route import route_prompts
 from persyn_hf.router import PersynRouterModel
-from persyn_hf.routing import route_prompts
 from persyn_hf.store import ArtifactStore
 
 TEACHERS = ["terse", "short-cot", "long-cot"]

@@ -11,7 +11,7 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from persyn_hf.cli import main as cli
-from persyn_hf.rewards import learnability_scores
+from persyn_hf.learnability import learnability_scores
 from persyn_hf.store import ArtifactStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,14 +100,22 @@ def test_score_then_select_from_the_recipes(store, tiny_qwen2_path, tmp_path):
     # p1 and p2: the only correct teacher wins on quality (.6 > .4); p0: both correct, the more learnable wins
     assert oracle["teacher"] == ["terse" if expected[0] > expected[3] else "verbose", "terse", "verbose"]
     assert oracle["router_scores"] == [[], [], []]
-    cli(["select", *common, "--strategy=family_strong", "--assignments_repo_id=local/family"])
+    cli(
+        [
+            "select",
+            *common,
+            "--strategy=family_strong",
+            "--family_strong_teacher=verbose",
+            "--assignments_repo_id=local/family",
+        ]
+    )
     assert store.load_dataset("local/family")["teacher"] == ["verbose"] * 3
 
 
 def test_bad_input_names_the_column_and_stage_and_writes_nothing(store, tiny_qwen2_path, capsys):
     store.save_dataset("local/no-response", Dataset.from_dict(GENERATIONS).remove_columns("response"))
     with pytest.raises(
-        ValueError, match=r"generations dataset lacks column\(s\) \['response'\].*`persyn-hf generate`"
+        SystemExit, match=r"generations dataset lacks column\(s\) \['response'\].*`persyn-hf generate`"
     ):
         cli(["score", *score_argv(store, tiny_qwen2_path, generations_repo_id="local/no-response")])
     for option, message in [

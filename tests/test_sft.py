@@ -53,8 +53,8 @@ def tiny_overrides(model_path, store, tmp_path):
     """CLI flags that point a real recipe at a tiny local model and store, for a few CPU steps."""
     return [
         "--model_name_or_path", model_path,
-        "--dataset_name", "me/math-personalized",
-        "--router_name", "me/router",
+        "--dataset_repo_id", "me/math-personalized",
+        "--router_repo_id", "me/router",
         "--student_repo_id", "me/student",
         "--store_root", str(store.root),
         "--output_dir", str(tmp_path / "out"),
@@ -154,21 +154,30 @@ def test_sft_rejects_bad_datasets_before_training(tiny_qwen2_path, store, tmp_pa
     store.save_dataset("me/no-strategy", Dataset.from_list(rows))
     store.save_dataset("me/mixed", Dataset.from_list(sft_rows("persyn") + sft_rows("strong")))
     args = tiny_overrides(tiny_qwen2_path, store, tmp_path)
-    with pytest.raises(ValueError, match=r"lacks column\(s\) \['strategy'\]"):
+    with pytest.raises(SystemExit, match=r"persyn-hf sft: error: The sft dataset lacks column\(s\) \['strategy'\]"):
         cli.main(
             [
                 "sft",
                 "--config",
                 str(FULL_RECIPE),
                 *args,
-                "--dataset_name",
+                "--dataset_repo_id",
                 "me/no-strategy",
                 "--dataset_config",
                 "default",
             ]
         )
-    with pytest.raises(ValueError, match=r"mixes strategies \['persyn', 'strong'\].*dataset_config"):
+    with pytest.raises(SystemExit, match=r"mixes strategies \['persyn', 'strong'\].*dataset_config"):
         cli.main(
-            ["sft", "--config", str(FULL_RECIPE), *args, "--dataset_name", "me/mixed", "--dataset_config", "default"]
+            [
+                "sft",
+                "--config",
+                str(FULL_RECIPE),
+                *args,
+                "--dataset_repo_id",
+                "me/mixed",
+                "--dataset_config",
+                "default",
+            ]
         )
     assert not Path(store.location("me/student")).exists()

@@ -25,7 +25,7 @@ PUSH_SCRIPT = textwrap.dedent(
     from datasets import Dataset
     from huggingface_hub import DatasetCard, ModelCard
     from persyn_hf.cards import allocation_chart, existing_card_metadata
-    from persyn_hf.fixtures import build_causal_lm, build_tokenizer
+    from persyn_hf.testing.fixtures import build_causal_lm, build_tokenizer
     from persyn_hf.store import ArtifactStore
     from persyn_hf.teachers import TeacherSpec
 

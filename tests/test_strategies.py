@@ -6,7 +6,7 @@ import torch
 from datasets import Dataset
 
 from persyn_hf.rewards import mix_rewards, normalize_per_prompt
-from persyn_hf.strategies import STRATEGIES, SelectionConfig, select_teachers
+from persyn_hf.select import STRATEGIES, SelectionConfig, select_teachers
 from persyn_hf.teachers import TeacherSpec
 
 NAN = float("nan")
@@ -93,7 +93,7 @@ def test_strong_family_strong_and_mix(scores):
 
 
 def test_car_trades_quality_against_the_students_loss():
-    # one prompt: quality X 10, Y 8, Z 0 -> normalised (1, .8, 0); student loss X 4, Y 1, Z 1
+    # one prompt: raw quality X 10, Y 8, Z 0; student loss X 4, Y 1, Z 1
     raw = {
         "prompt_id": ["p0"] * 3,
         "teacher": ["X", "Y", "Z"],
@@ -108,13 +108,13 @@ def test_car_trades_quality_against_the_students_loss():
         return select_teachers(prompts, Dataset.from_dict(raw), teachers, config)["teacher"]
 
     assert car(0.0) == ["X"]  # quality alone
-    assert car(1.0) == ["Y"]  # CAR: X 1/(1+4) = .2, Y .8/(1+1) = .4, Z 0
+    assert car(1.0) == ["Y"]  # CAR: X 10/(1+4) = 2, Y 8/(1+1) = 4, Z 0
 
 
 def test_errors_name_the_fix(scores):
     with pytest.raises(ValueError, match=r"Unknown `strategy` 'best'; choose one of \['persyn', 'oracle', 'strong'"):
         SelectionConfig(strategy="best")
-    with pytest.raises(ValueError, match="`strategy: persyn` needs `router`"):
+    with pytest.raises(ValueError, match="`strategy: persyn` needs `router_repo_id`"):
         SelectionConfig(strategy="persyn")
     with pytest.raises(ValueError, match="`strategy: family_strong` needs `student_family`"):
         SelectionConfig(strategy="family_strong")
@@ -146,7 +146,7 @@ def test_persyn_routes_with_a_saved_router(tmp_path, tiny_qwen2_path):
     router, tokenizer = PersynRouterModel.from_backbone(tiny_qwen2_path, teachers=["A", "B", "C"])
     router.save_pretrained(tmp_path / "router")
     tokenizer.save_pretrained(tmp_path / "router")
-    config = SelectionConfig(strategy="persyn", router=str(tmp_path / "router"), router_batch_size=2)
+    config = SelectionConfig(strategy="persyn", router_repo_id=str(tmp_path / "router"), batch_size=2)
     assignments = select_teachers(PROMPTS, None, TEACHERS, config)
     assert assignments["prompt_id"] == ["p0", "p1", "p2"]
     for teacher, scores in zip(assignments["teacher"], assignments["router_scores"]):

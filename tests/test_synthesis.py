@@ -15,12 +15,12 @@ import yaml
 from datasets import Dataset
 
 from persyn_hf.cli import parse_args
+from persyn_hf.generate import SynthesisConfig, synthesize
 from persyn_hf.scripts import generate as generate_script
 from persyn_hf.store import ArtifactStore
 from persyn_hf.teachers import TeacherSpec
 from persyn_hf.teachers.results import RESULTS_FILE, ResultStore
-from persyn_hf.teachers.server import TeacherServer
-from persyn_hf.teachers.synthesis import SynthesisConfig, synthesize
+from persyn_hf.testing.server import TeacherServer
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "Qwen2.5-1.5B-Instruct" / "generate"
 QUIET = {"disable_tqdm": True, "backoff_base_s": 0.005}
@@ -177,8 +177,8 @@ def test_chat_messages_are_sent_as_they_are():
 @pytest.mark.parametrize(
     ("prompts", "config", "assignments", "match"),
     [
-        ({"prompt_id": [1, 1], "prompt": ["a", "b"]}, {}, None, r"`prompt_id` must be unique .* repeated: \['1'\]"),
-        ({"prompt_id": [1], "text": ["a"]}, {}, None, "needs a `prompt` or a `messages` column"),
+        ({"prompt_id": [1, 1], "prompt": ["a", "b"]}, {}, None, r"The prompts dataset repeats 1 prompt_id value\(s\): 1; keep one row per prompt_id"),
+        ({"prompt_id": [1], "text": ["a"]}, {}, None, r"needs one of the columns \['prompt', 'messages'\]"),
         ({"prompt": ["a"]}, {}, None, r"lacks column\(s\) \['prompt_id'\]"),
         ({"prompt_id": [1], "prompt": [""]}, {}, None, "Prompt 1 has neither a non-empty `prompt` nor `messages`"),
         ({"prompt_id": [1], "prompt": ["a"]}, {"mode": "routed"}, None, "mode='routed' needs `assignments`"),
@@ -188,7 +188,7 @@ def test_chat_messages_are_sent_as_they_are():
         ({"prompt_id": [1], "prompt": ["a"]}, {"mode": "routed"}, {"prompt_id": [2], "teacher": ["t"]},
          r"1 assigned prompt ids are not in the prompts dataset, e.g. \[2\]"),
         ({"prompt_id": [1], "prompt": ["a"]}, {"mode": "routed"}, {"prompt_id": [1, 1], "teacher": ["t", "t"]},
-         "Prompt 1 is assigned twice"),
+         r"The assignments dataset repeats 1 prompt_id value\(s\): 1"),
     ],
 )  # fmt: skip
 def test_bad_inputs_are_named(prompts, config, assignments, match, tmp_path):

@@ -15,18 +15,26 @@ quality scorer), each with a `train` and a `router` split.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-from datasets import Dataset, Features, Value
+from typing import TYPE_CHECKING
 
 from persyn_hf.builders import check_schema, load_source, sample_indices
-from persyn_hf.cards import hub_link, parallel_dataset_card
+from persyn_hf.contracts import CONTRACTS, StageResult
+from persyn_hf.errors import ConfigError, DataError
 from persyn_hf.store import ArtifactStore
 from persyn_hf.teachers.spec import TeacherSpec, load_teachers
-from persyn_hf.teachers.synthesis import generations_features
+
+if TYPE_CHECKING:
+    from datasets import Dataset, Features
 
 MAGPIE_ZOO_ID = "Magpie-Align/Magpie-100K-Generator-Zoo"
 MAGPIE_ZOO_REWARDS = ("ArmoRM-Llama3-8B-v0.1", "Skywork-Reward-Llama-3.1-8B", "Skywork-Reward-Gemma-2-27B")
-GENERATIONS_FEATURES = Features({**generations_features(), "quality": Value("float64")})
+
+
+def generations_features() -> Features:
+    """The generations contract plus the published reward, as `quality` (for the `precomputed` quality scorer)."""
+    from datasets import Features, Value
+
+    return Features({**CONTRACTS["generations"].features(), "quality": Value("float64")})
 
 
 @dataclass
@@ -67,7 +75,7 @@ class MagpieZooConfig:
 
     def __post_init__(self):
         if not 0 < self.num_router_prompts <= self.num_train_prompts:
-            raise ValueError(
+            raise ConfigError(
                 f"`num_router_prompts` must be in [1, num_train_prompts={self.num_train_prompts}], "
                 f"got {self.num_router_prompts}: the router subset is drawn from the training prompts."
             )
@@ -83,7 +91,7 @@ def check_teacher_columns(source: Dataset, teachers: list[TeacherSpec], reward_f
         if missing:
             problems.append(f"{spec.name!r} lacks {missing} (has {fields or type(feature).__name__})")
     if problems:
-        raise ValueError(
+        raise DataError(
             "Teacher columns must be structs with `content` and the reward `reward_field`: "
             + "; ".join(problems)
             + f". Choose `reward_field` among {list(MAGPIE_ZOO_REWARDS)}."
@@ -92,7 +100,8 @@ def check_teacher_columns(source: Dataset, teachers: list[TeacherSpec], reward_f
 
 def _generation_rows(batch: dict, teachers: list[str], reward_field: str) -> dict:
     """A batch of Magpie-Zoo rows -> one generations row per (prompt, teacher), teachers in spec order."""
-    rows = {name: [] for name in GENERATIONS_FEATURES}
+    rows = {name: [] for name in CONTRACTS["generations"].columns}
+    rows["quality"] = []
     for i, prompt_id in enumerate(batch["uuid"]):
         for teacher in teachers:
             answer = batch[teacher][i] or {}
@@ -107,8 +116,14 @@ def _generation_rows(batch: dict, teachers: list[str], reward_field: str) -> dic
     return rows
 
 
-def build_magpie_zoo(config: MagpieZooConfig, store: ArtifactStore) -> str:
-    """Sample Magpie-Zoo into prompts and generations (train and router splits) with their card; returns where."""
+def run(config: MagpieZooConfig, store: ArtifactStore | None = None) -> StageResult:
+    """Sample Magpie-Zoo into prompts and generations (train and router splits) with their card."""
+    from datasets import Dataset
+
+    from persyn_hf.cards import hub_link, parallel_dataset_card
+
+    store = store or ArtifactStore()
+    store.check_output(config.output_repo_id, "output_repo_id")
     teachers = load_teachers(config.teachers)
     names = [spec.name for spec in teachers]
     source = load_source(config.source)
@@ -124,7 +139,7 @@ def build_magpie_zoo(config: MagpieZooConfig, store: ArtifactStore) -> str:
     indices = sample_indices(len(source), config.num_train_prompts, config.sample_seed, "num_train_prompts")
     sample = source.select(indices)
     if len(set(sample["uuid"])) != len(sample):
-        raise ValueError("The sampled Magpie-Zoo rows repeat a `uuid`; `uuid` must identify each prompt.")
+        raise DataError("The sampled Magpie-Zoo rows repeat a `uuid`; `uuid` must identify each prompt.")
 
     prompts = Dataset.from_dict(
         {"prompt_id": sample["uuid"], "prompt": sample["instruction"], "source": [MAGPIE_ZOO_ID] * len(sample)}
@@ -133,7 +148,7 @@ def build_magpie_zoo(config: MagpieZooConfig, store: ArtifactStore) -> str:
         _generation_rows,
         batched=True,
         remove_columns=sample.column_names,
-        features=GENERATIONS_FEATURES,
+        features=generations_features(),
         fn_kwargs={"teachers": names, "reward_field": config.reward_field},
         desc="Magpie-Zoo -> generations",
     )
@@ -162,4 +177,6 @@ def build_magpie_zoo(config: MagpieZooConfig, store: ArtifactStore) -> str:
     store.save_dataset(config.output_repo_id, prompts, card=card, config_name="prompts", split="train")
     store.save_dataset(config.output_repo_id, router_prompts, config_name="prompts", split="router")
     store.save_dataset(config.output_repo_id, generations, config_name="generations", split="train")
-    return store.save_dataset(config.output_repo_id, router_generations, config_name="generations", split="router")
+    location = store.save_dataset(config.output_repo_id, router_generations, config_name="generations", split="router")
+    summary = {"num_prompts": len(prompts), "num_router_prompts": len(router_prompts), "teachers": names}
+    return StageResult(generations, location, summary)

@@ -14,14 +14,17 @@ sampling, each sample checked with math-verify against the gold `answer`), and w
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-from datasets import Dataset
+from typing import TYPE_CHECKING
 
 from persyn_hf.builders import check_schema, load_source, sample_indices, teacher_names_in_specs
-from persyn_hf.cards import parallel_dataset_card
+from persyn_hf.contracts import StageResult
+from persyn_hf.errors import ConfigError, DataError
+from persyn_hf.generate import SynthesisConfig, synthesize
 from persyn_hf.store import ArtifactStore
 from persyn_hf.teachers.spec import load_teachers
-from persyn_hf.teachers.synthesis import SynthesisConfig, synthesize
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 OPENR1_MATH_ID = "open-r1/OpenR1-Math-220k"
 OPENR1_MATH_REQUIRED = ("problem", "answer", "uuid", "source")
@@ -70,6 +73,8 @@ class PersynMathConfig:
 
 def sample_problems(config: PersynMathConfig) -> Dataset:
     """The sampled problems as a prompts dataset (`prompt_id`, `prompt`, `answer`, `source`)."""
+    from datasets import Dataset
+
     source = load_source(config.source)
     check_schema(
         source.column_names,
@@ -80,7 +85,7 @@ def sample_problems(config: PersynMathConfig) -> Dataset:
     )
     sample = source.select(sample_indices(len(source), config.num_problems, config.sample_seed, "num_problems"))
     if len(set(sample["uuid"])) != len(sample):
-        raise ValueError("The sampled OpenR1-Math rows repeat a `uuid`; `uuid` must identify each problem.")
+        raise DataError("The sampled OpenR1-Math rows repeat a `uuid`; `uuid` must identify each problem.")
     return Dataset.from_dict(
         {
             "prompt_id": sample["uuid"],
@@ -93,6 +98,8 @@ def sample_problems(config: PersynMathConfig) -> Dataset:
 
 def parallel_responses(prompts: Dataset, generations: Dataset, teachers: list[str]) -> Dataset:
     """One row per problem, one struct column per teacher (`None` where a teacher left the problem undone)."""
+    from datasets import Dataset
+
     kept = {(row["prompt_id"], row["teacher"]): row for row in generations}
     columns = {"prompt_id": prompts["prompt_id"], "problem": prompts["prompt"]}
     columns.update(answer=prompts["answer"], source=prompts["source"])
@@ -111,10 +118,14 @@ def parallel_responses(prompts: Dataset, generations: Dataset, teachers: list[st
     return Dataset.from_dict(columns)
 
 
-def build_persyn_math(config: PersynMathConfig, synthesis: SynthesisConfig, store: ArtifactStore) -> str:
-    """Sample problems, have every teacher answer them, and save PerSyn-Math with its card; returns where."""
+def run(config: PersynMathConfig, synthesis: SynthesisConfig, store: ArtifactStore | None = None) -> StageResult:
+    """Sample problems, have every teacher answer them, and save PerSyn-Math with its card."""
+    from persyn_hf.cards import parallel_dataset_card
+
+    store = store or ArtifactStore()
+    store.check_output(config.output_repo_id, "output_repo_id")
     if synthesis.mode != "parallel":
-        raise ValueError(
+        raise ConfigError(
             f"PerSyn-Math needs every teacher on every problem: set `mode: parallel`, not {synthesis.mode!r}."
         )
     teachers = load_teachers(config.teachers)
@@ -148,4 +159,4 @@ def build_persyn_math(config: PersynMathConfig, synthesis: SynthesisConfig, stor
     location = store.save_dataset(config.output_repo_id, parallel_responses(prompts, generations, names), card=card)
     store.save_dataset(config.output_repo_id, prompts, config_name="prompts")
     store.save_dataset(config.output_repo_id, generations, config_name="generations")
-    return location
+    return StageResult(generations, location, {"num_prompts": len(prompts), "cost": cost.to_dict()})

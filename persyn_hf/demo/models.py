@@ -15,7 +15,7 @@ from datasets import Dataset
 from transformers import AutoTokenizer
 
 from persyn_hf.demo.world import STYLES, make_problems, pretraining_corpus, respond
-from persyn_hf.fixtures import build_causal_lm, build_tokenizer
+from persyn_hf.testing.fixtures import build_causal_lm, build_tokenizer
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,16 @@ class LMRecipe:
     batch_size: int = 32
     seed: int = 0
     style: str | None = None  # teachers only: the answer style they are trained on
+
+
+# How each teacher of the demo's `teachers.yaml` is made: its style, size and training budget.
+TEACHER_RECIPES = {
+    "long-cot": LMRecipe(style="long_cot", hidden_size=96, num_hidden_layers=3, steps=500, seed=1),
+    "short-cot": LMRecipe(style="short_cot", hidden_size=64, num_hidden_layers=2, steps=600, seed=2),
+    "terse": LMRecipe(style="terse", hidden_size=64, num_hidden_layers=2, steps=400, seed=3),
+    "sloppy": LMRecipe(style="sloppy", arch="llama", hidden_size=48, num_hidden_layers=2, steps=400, seed=4),
+}
+STUDENT_RECIPE = LMRecipe(hidden_size=64, num_hidden_layers=2, steps=300, seed=5)
 
 
 def _fingerprint(*parts) -> str:

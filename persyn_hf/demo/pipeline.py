@@ -1,8 +1,8 @@
-"""`persyn-hf demo`: the whole method on the demo world, stage by stage, through the real verbs.
+"""`persyn-hf demo`: the whole method on the demo world, stage by stage, through the stages' Python API.
 
-Every stage runs the recipe in `recipes/demo/<stage>/` through the same parser and `main` as
-`persyn-hf <verb> --config ...`, with this run's paths filled in; only the world (problems, teachers,
-student) is made here.
+Every stage runs the recipe in `persyn_hf/demo/recipes/<stage>/` (the repository's `recipes/demo/`), parsed as
+strictly as `persyn-hf <verb> --config ...` parses it, with this run's paths filled in, through the stage's `run`;
+only the world (problems, teachers, student) is made here.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from huggingface_hub import ModelCard
 
-from persyn_hf.cli import parse_args
-from persyn_hf.demo.models import LMRecipe, pretrain_student, train_teacher, world_tokenizer
-from persyn_hf.demo.world import make_problems, problems_dataset
+from persyn_hf.cli import load_recipe
+from persyn_hf.cost import generate_then_select, route_then_generate
 from persyn_hf.scripts import VERBS
 from persyn_hf.store import ArtifactStore
 from persyn_hf.teachers import load_teachers
+
+RECIPES_DIR = Path(__file__).with_name("recipes")
 
 STRATEGIES = [
     "persyn",
@@ -44,14 +44,6 @@ ROUTERS = {
     "persyn_wo_learnability": "demo/persyn-router-wo-learnability",
 }
 
-# How each teacher of `recipes/demo/teachers.yaml` is made: its style, size and training budget.
-TEACHER_RECIPES = {
-    "long-cot": LMRecipe(style="long_cot", hidden_size=96, num_hidden_layers=3, steps=500, seed=1),
-    "short-cot": LMRecipe(style="short_cot", hidden_size=64, num_hidden_layers=2, steps=600, seed=2),
-    "terse": LMRecipe(style="terse", hidden_size=64, num_hidden_layers=2, steps=400, seed=3),
-    "sloppy": LMRecipe(style="sloppy", arch="llama", hidden_size=48, num_hidden_layers=2, steps=400, seed=4),
-}
-STUDENT_RECIPE = LMRecipe(hidden_size=64, num_hidden_layers=2, steps=300, seed=5)
 QUICK_STEPS = 100
 
 
@@ -63,27 +55,32 @@ class DemoArguments:
         num_prompts (`int`): Size of the prompt set X the students are distilled on.
         router_prompts (`int`): Size of the subset X_sub every teacher answers, to train the router.
         test_prompts (`int`): Size of the held-out split the students are evaluated on.
-        teachers (`str`): Teachers YAML; relative `model_path`s are resolved against `cache_dir`.
+        teachers (`str`, *optional*): Teachers YAML (default: the demo world's); relative `model_path`s are
+            resolved against `cache_dir`.
         seed (`int`): Seed of the world (problems, sampling, training).
         quick (`bool`): A smaller world: fewer training steps for teachers, student and SFT.
         output_dir (`str`): Where `results.json`, the allocation chart and the stage outputs go.
         cache_dir (`str`): Where the trained tokenizer, teachers and student are kept between runs.
         store_root (`str`): The local artifact store every stage writes to.
-        recipes_dir (`str`): The folder of the stage recipes the demo runs.
+        recipes_dir (`str`, *optional*): The folder of the stage recipes the demo runs (default: the packaged ones).
     """
 
     num_prompts: int = field(default=1000, metadata={"help": "Size of the prompt set X."})
     router_prompts: int = field(default=250, metadata={"help": "Size of X_sub, answered by every teacher."})
     test_prompts: int = field(default=200, metadata={"help": "Size of the held-out evaluation split."})
-    teachers: str = field(default="recipes/demo/teachers.yaml", metadata={"help": "Teachers YAML."})
+    teachers: str | None = field(default=None, metadata={"help": "Teachers YAML (default: the demo world's)."})
     seed: int = field(default=42, metadata={"help": "Seed of the world."})
     quick: bool = field(default=False, metadata={"help": "A smaller, faster world (used by the tests)."})
     output_dir: str = field(default="outputs/demo", metadata={"help": "Where results and stage outputs go."})
     cache_dir: str = field(default=".cache/persyn-demo", metadata={"help": "Trained teachers and student."})
     store_root: str = field(default="outputs/demo/store", metadata={"help": "The local artifact store."})
-    recipes_dir: str = field(default="recipes/demo", metadata={"help": "The stage recipes the demo runs."})
+    recipes_dir: str | None = field(
+        default=None, metadata={"help": "The stage recipes the demo runs (default: the packaged ones)."}
+    )
 
     def __post_init__(self):
+        self.recipes_dir = self.recipes_dir or str(RECIPES_DIR)
+        self.teachers = self.teachers or str(Path(self.recipes_dir) / "teachers.yaml")
         if not 2 <= self.router_prompts <= self.num_prompts:
             raise ValueError(
                 f"`router_prompts` must be in [2, num_prompts={self.num_prompts}], got {self.router_prompts}"
@@ -99,20 +96,16 @@ class Demo:
         self.store = ArtifactStore(args.store_root)
         self.teachers = load_teachers(args.teachers)
         self.timings: dict[str, float] = {}
+        self.assignments: dict[str, object] = {}  # strategy -> its assignments dataset
+        self.router_metrics: dict[str, float] = {}
 
-    def run_verb(self, verb: str, recipe: str, *positional: str, **overrides) -> None:
-        """`persyn-hf <verb> [positional] --config recipes/demo/<recipe> --key value ...`, in this process."""
-        module = importlib.import_module(VERBS[verb][0])
-        argv = [
-            *positional,
-            "--config",
-            str(Path(self.args.recipes_dir) / recipe),
-            "--store_root",
-            self.args.store_root,
-        ]
-        for key, value in overrides.items():
-            argv += [f"--{key}", str(value)]
-        module.main(*parse_args(module.make_parser(), argv))
+    def run_verb(self, verb: str, recipe: str, *positional: str, **overrides):
+        """The stage of `persyn-hf <verb>` on `recipes/demo/<recipe>` with `overrides`, run through its Python API in
+        this process and this run's store; returns its `StageResult`."""
+        script = importlib.import_module(VERBS[verb][0])
+        path = Path(self.args.recipes_dir) / recipe
+        *configs, _ = load_recipe(script.make_parser(), path, *positional, **overrides)
+        return script.run(*configs, store=self.store)
 
     def timed(self, name: str, fn, *args, **kwargs):
         start = time.perf_counter()
@@ -125,6 +118,15 @@ class Demo:
 
     def build_world(self) -> tuple[str, str]:
         """Train (or reuse) the tokenizer, teachers and student; write the prompts; returns (teachers YAML, student)."""
+        from persyn_hf.demo.models import (
+            STUDENT_RECIPE,
+            TEACHER_RECIPES,
+            pretrain_student,
+            train_teacher,
+            world_tokenizer,
+        )
+        from persyn_hf.demo.world import make_problems, problems_dataset
+
         args, cache = self.args, Path(self.args.cache_dir)
         tokenizer = world_tokenizer(cache, seed=args.seed)
         unknown = sorted({t.name for t in self.teachers} - set(TEACHER_RECIPES))
@@ -148,7 +150,7 @@ class Demo:
         self.store.save_dataset("demo/prompts", test, config_name="heldout", split="test")
         return str(teachers_file), student
 
-    def _scaled(self, recipe: LMRecipe) -> LMRecipe:
+    def _scaled(self, recipe):
         return dataclasses.replace(recipe, steps=QUICK_STEPS) if self.args.quick else recipe
 
     # The method ------------------------------------------------------------------------------------
@@ -178,7 +180,7 @@ class Demo:
             alpha=alpha,
             scores_repo_id=scores,
         )
-        self.timed(
+        trained = self.timed(
             f"train_router_{strategy}",
             self.run_verb,
             "train-router",
@@ -187,12 +189,13 @@ class Demo:
             model_name_or_path=student,
             scores_repo_id=scores,
             router_repo_id=router,
-            alpha=alpha,
             output_dir=self.out / "router-training" / strategy,
             **self._quick_training(),
         )
+        if strategy == "persyn":
+            self.router_metrics = trained.summary["metrics"]
         assignments = f"demo/assignments-{strategy}"
-        self.timed(
+        routed = self.timed(
             f"route_{strategy}",
             self.run_verb,
             "route",
@@ -200,6 +203,7 @@ class Demo:
             router_repo_id=router,
             assignments_repo_id=assignments,
         )
+        self.assignments[strategy] = routed.artifact
         self.timed(
             f"generate_routed_{strategy}",
             self.run_verb,
@@ -213,13 +217,14 @@ class Demo:
     def distill(self, strategy: str, teachers: str, student: str) -> dict:
         """Select (or route), build the personalized dataset, fine-tune the student and evaluate it."""
         if strategy not in ROUTED:
-            self.run_verb(
+            selected = self.run_verb(
                 "select",
                 "select/config_demo.yaml",
                 teachers=teachers,
                 strategy=strategy,
                 assignments_repo_id=f"demo/assignments-{strategy}",
             )
+            self.assignments[strategy] = selected.artifact
         generations = f"routed-{strategy}" if strategy in ROUTED else "parallel"
         self.run_verb(
             "build",
@@ -240,13 +245,13 @@ class Demo:
             output_dir=self.out / "sft" / strategy,
             **self._quick_training(),
         )
-        self.run_verb(
+        evaluated = self.run_verb(
             "eval",
             "eval/config_demo.yaml",
             model_name_or_path=f"demo/student-{strategy}",
             output_dir=self.out / "eval" / strategy,
         )
-        return self._result(strategy)
+        return self._result(strategy, evaluated.summary["tasks"]["persyn_heldout"]["accuracy"])
 
     # Results ---------------------------------------------------------------------------------------
 
@@ -255,25 +260,19 @@ class Demo:
 
     def generations_needed(self, strategy: str, num_teachers: int) -> int:
         """Teacher generations a strategy needs on its own (rejection-sampling attempts not counted)."""
-        n, N, S = num_teachers, self.args.num_prompts, self.args.router_prompts
-        if strategy in ROUTED or strategy == "car":
-            return S * n + N  # parallel subset (to train the router / pick the teacher), then one teacher per prompt
-        if strategy == "oracle":
-            return N * n  # every teacher's answer to all of X
+        N, S = self.args.num_prompts, self.args.router_prompts
+        if strategy in ROUTED or strategy == "car":  # the parallel subset, then one teacher per prompt
+            return route_then_generate(N, num_teachers, S)
+        if strategy == "oracle":  # every teacher's answer to all of X
+            return generate_then_select(N, num_teachers)
         return N  # strong, family_strong, mix: one teacher per prompt, chosen up front
 
-    def router_hit_at_3(self) -> float | None:
-        """Hit@3 of the router on its held-out prompts, as its card records it."""
-        card = ModelCard.load(Path(self.store.location(ROUTERS["persyn"])) / "README.md")
-        return card.data.persyn["metrics"].get("hit_at_3")
-
-    def _result(self, strategy: str) -> dict:
-        summary = json.loads((self.out / "eval" / strategy / "results.json").read_text())
-        assigned = self.store.load_dataset(f"demo/assignments-{strategy}")["teacher"]
+    def _result(self, strategy: str, accuracy: float) -> dict:
+        assigned = self.assignments[strategy]["teacher"]
         teachers = [t.name for t in self.teachers]
         return {
             "strategy": strategy,
-            "accuracy": summary["tasks"]["persyn_heldout"]["accuracy"],
+            "accuracy": accuracy,
             "generations": self.generations_needed(strategy, len(teachers)),
             "allocation": {t: assigned.count(t) / len(assigned) for t in teachers},
         }
@@ -299,7 +298,7 @@ def run_demo(args: DemoArguments) -> dict:
     results = demo.run()
     report = {
         "results": results,
-        "router": {"hit_at_3": demo.router_hit_at_3()},
+        "router": {"hit_at_3": demo.router_metrics.get("hit_at_3")},
         "wall_time_s": {**demo.timings, "total": round(time.perf_counter() - start, 1)},
         "world": dataclasses.asdict(args),
     }

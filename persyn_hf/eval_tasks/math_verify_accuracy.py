@@ -10,7 +10,7 @@
 import datasets
 import evaluate
 
-from persyn_hf.rewards import CORRECT, TIMEOUT, UNPARSEABLE_GOLD, check_answer
+from persyn_hf.verify import CORRECT, TIMEOUT, UNPARSEABLE_GOLD, check_answer
 
 _DESCRIPTION = """The share of responses whose final answer math-verify finds equal to the gold answer.
 A check that runs out of time counts as wrong, and is counted in `timeouts`; so does a gold answer math-verify

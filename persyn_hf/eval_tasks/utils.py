@@ -9,10 +9,10 @@ from functools import cache
 
 import datasets
 
+from persyn_hf.contracts import validate
+from persyn_hf.errors import ConfigError
 from persyn_hf.eval_tasks import METRIC_PATH
-from persyn_hf.rewards import require_columns
 
-HELDOUT_COLUMNS = ("prompt_id", "prompt", "answer")
 SVAMP_DATASET = "ChilleD/SVAMP"
 
 logger = logging.getLogger(__name__)
@@ -23,9 +23,9 @@ def load_heldout(
 ) -> datasets.DatasetDict:
     """The held-out split named by the task metadata, checked for `prompt_id`, `prompt` and `answer`."""
     if heldout_dataset is None:
-        raise ValueError(
+        raise ConfigError(
             "The `persyn_heldout` task needs `heldout_dataset`: the held-out split's repo id in the artifact store "
-            "or a local dataset folder (`persyn-hf eval --heldout_dataset ...`)."
+            "or a local dataset folder (`persyn-hf eval --heldout_repo_id ...`)."
         )
     if os.path.isdir(heldout_dataset):
         # `datasets` keys its cache of a local folder by the folder's name, not its path or contents: a split
@@ -37,7 +37,7 @@ def load_heldout(
             )
     else:
         dataset = datasets.load_dataset(heldout_dataset, heldout_config, split=heldout_split)
-    require_columns(dataset, list(HELDOUT_COLUMNS), f"held-out ({heldout_dataset!r})")
+    validate(dataset, "heldout", source=repr(heldout_dataset))
     return datasets.DatasetDict({"test": dataset})
 
 

@@ -1,28 +1,50 @@
 """The PerSyn router: a `PreTrainedModel` scoring every teacher for a prompt, loadable with `AutoModel`.
 
-Importing this package (which `import persyn_hf` does) registers the router with `AutoConfig` and `AutoModel`, so
-`AutoModel.from_pretrained(<a saved router>)` returns a `PersynRouterModel` without `trust_remote_code`.
+`import persyn_hf` arranges for the router to be registered with `AutoConfig` and `AutoModel` as soon as transformers
+loads them, so `AutoModel.from_pretrained(<a saved router>)` returns a `PersynRouterModel` without
+`trust_remote_code`; `register()` does it at once. Attributes are imported on first use, so importing this package
+costs nothing until a router is used.
 """
 
-from transformers import AutoConfig, AutoModel
+import importlib
 
-from .configuration_persyn_router import PersynRouterConfig
-from .modeling_persyn_router import (
-    PersynRouterModel,
-    PersynRouterOutput,
-    PersynRouterPreTrainedModel,
-    bradley_terry_loss,
-    reward_pairs,
-)
+_EXPORTS = {
+    "PersynRouterConfig": "configuration_persyn_router",
+    "PersynRouterModel": "modeling_persyn_router",
+    "PersynRouterOutput": "modeling_persyn_router",
+    "PersynRouterPreTrainedModel": "modeling_persyn_router",
+    "bradley_terry_loss": "modeling_persyn_router",
+    "reward_pairs": "modeling_persyn_router",
+}
+__all__ = [*_EXPORTS, "register", "register_config", "register_model"]
 
-__all__ = [
-    "PersynRouterConfig",
-    "PersynRouterModel",
-    "PersynRouterOutput",
-    "PersynRouterPreTrainedModel",
-    "bradley_terry_loss",
-    "reward_pairs",
-]
 
-AutoConfig.register(PersynRouterConfig.model_type, PersynRouterConfig, exist_ok=True)
-AutoModel.register(PersynRouterConfig, PersynRouterModel, exist_ok=True)
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+
+
+def register_config() -> None:
+    """Register `PersynRouterConfig` with `AutoConfig` (idempotent)."""
+    from transformers import AutoConfig
+
+    from .configuration_persyn_router import PersynRouterConfig
+
+    AutoConfig.register(PersynRouterConfig.model_type, PersynRouterConfig, exist_ok=True)
+
+
+def register_model() -> None:
+    """Register `PersynRouterModel` with `AutoModel` (idempotent)."""
+    from transformers import AutoModel
+
+    from .configuration_persyn_router import PersynRouterConfig
+    from .modeling_persyn_router import PersynRouterModel
+
+    AutoModel.register(PersynRouterConfig, PersynRouterModel, exist_ok=True)
+
+
+def register() -> None:
+    """Register the router with `AutoConfig` and `AutoModel` now."""
+    register_config()
+    register_model()

@@ -28,41 +28,26 @@ import sys
 
 from trl import TrlParser
 
-from persyn_hf.builders.magpie_zoo import MagpieZooConfig, build_magpie_zoo
-from persyn_hf.builders.personalized import PersonalizedConfig, build_personalized
-from persyn_hf.builders.persyn_math import PersynMathConfig, build_persyn_math
-from persyn_hf.cli import parse_args
+from persyn_hf.builders import magpie_zoo, personalized, persyn_math
+from persyn_hf.cli import run_script
+from persyn_hf.generate import SynthesisConfig
 from persyn_hf.store import ArtifactStore, StoreArguments
-from persyn_hf.teachers.synthesis import SynthesisConfig
 
-
-def run_magpie_zoo(config: MagpieZooConfig, store_args: StoreArguments) -> str:
-    return build_magpie_zoo(config, ArtifactStore.from_args(store_args))
-
-
-def run_persyn_math(config: PersynMathConfig, synthesis: SynthesisConfig, store_args: StoreArguments) -> str:
-    return build_persyn_math(config, synthesis, ArtifactStore.from_args(store_args))
-
-
-def run_personalized(config: PersonalizedConfig, store_args: StoreArguments) -> str:
-    return build_personalized(config, ArtifactStore.from_args(store_args))
-
-
-# builder -> (its parser's dataclasses, what runs them, one-line help)
+# builder -> (its module, its parser's dataclasses, one-line help); each module's `run(*configs, store=...)` builds.
 BUILDERS = {
     "magpie_zoo": (
-        (MagpieZooConfig, StoreArguments),
-        run_magpie_zoo,
+        magpie_zoo,
+        (magpie_zoo.MagpieZooConfig, StoreArguments),
         "Magpie-Zoo prompts and precomputed parallel responses (train + router subset).",
     ),
     "persyn_math": (
-        (PersynMathConfig, SynthesisConfig, StoreArguments),
-        run_persyn_math,
+        persyn_math,
+        (persyn_math.PersynMathConfig, SynthesisConfig, StoreArguments),
         "PerSyn-Math: OpenR1-Math problems answered by every math teacher, with rejection sampling.",
     ),
     "personalized": (
-        (PersonalizedConfig, StoreArguments),
-        run_personalized,
+        personalized,
+        (personalized.PersonalizedConfig, StoreArguments),
         "A strategy's personalized SFT dataset (TRL prompt-completion) with its allocation card.",
     ),
 }
@@ -84,7 +69,7 @@ class BuildParser(TrlParser):
             parser_class=TrlParser,
             help="one of: " + ", ".join(BUILDERS),
         )
-        for name, (dataclass_types, _, help_line) in BUILDERS.items():
+        for name, (_, dataclass_types, help_line) in BUILDERS.items():
             self.builders.add_parser(name, dataclass_types=dataclass_types, help=help_line, description=help_line)
 
     def parse_args_and_config(self, args=None, **kwargs) -> tuple:
@@ -99,10 +84,16 @@ def make_parser() -> BuildParser:
     return BuildParser()
 
 
-def main(builder: str, *dataclasses) -> None:
-    location = BUILDERS[builder][1](*dataclasses)
-    print(f"persyn-hf build {builder}: wrote {location}")
+def run(builder: str, *configs, store: ArtifactStore | None = None):
+    """Run `builder` on its configs (its parser's dataclasses but the store's); returns its `StageResult`."""
+    return BUILDERS[builder][0].run(*configs, store=store)
+
+
+def main(builder: str, *configs) -> None:
+    *configs, store_args = configs
+    result = run(builder, *configs, store=ArtifactStore.from_args(store_args))
+    print(f"persyn-hf build {builder}: wrote {result.location}")
 
 
 if __name__ == "__main__":
-    main(*parse_args(make_parser(), sys.argv[1:]))
+    run_script("build")

@@ -4,7 +4,7 @@
 ```bash
 persyn-hf eval --config recipes/Qwen2.5-1.5B-Instruct/eval/config_heldout.yaml \
     --model_name_or_path persyn/Qwen2.5-1.5B-Instruct-PerSyn-math \
-    --heldout_dataset persyn/persyn-math-heldout --store_root artifacts
+    --heldout_repo_id persyn/persyn-math-heldout --store_root artifacts
 ```
 
 # The paper's benchmarks: IFEval and TruthfulQA (instruction tuning), GSM8K 5-shot, MATH-500 and SVAMP (math)
@@ -21,15 +21,16 @@ accelerate launch --num_processes 4 -m persyn_hf.scripts.eval --config recipes/Q
 ```
 """
 
-import sys
-
-from persyn_hf.cli import parse_args
-from persyn_hf.evaluation import EvalArguments, evaluate_model
-from persyn_hf.store import StoreArguments
+from persyn_hf.cli import run_script
+from persyn_hf.evaluation import EvalArguments, run
+from persyn_hf.store import ArtifactStore, StoreArguments
 
 
-def main(eval_args, store_args):
-    evaluate_model(eval_args, store_args)
+def main(args: EvalArguments, store_args: StoreArguments) -> None:
+    result = run(args, ArtifactStore.from_args(store_args))
+    if result.summary:
+        print(result.summary["table"])
+        print(f"Results written to {result.location}")
 
 
 def make_parser():
@@ -39,4 +40,4 @@ def make_parser():
 
 
 if __name__ == "__main__":
-    main(*parse_args(make_parser(), sys.argv[1:]))
+    run_script("eval")

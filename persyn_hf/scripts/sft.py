@@ -22,15 +22,19 @@ persyn-hf sft --config recipes/Qwen2.5-1.5B-Instruct/sft/config_instruct.yaml \
 ```
 """
 
-import sys
+from persyn_hf.cli import run_script
+from persyn_hf.sft import SFTScriptArguments, run
+from persyn_hf.store import ArtifactStore, StoreArguments
 
-from persyn_hf.cli import parse_args
-from persyn_hf.sft import SFTScriptArguments, train_student
-from persyn_hf.store import StoreArguments
+HELP_EPILOG = (
+    "Every field of TRL's `SFTConfig` (transformers' `TrainingArguments`) is accepted too, e.g. --learning_rate, "
+    "--num_train_epochs, --per_device_train_batch_size, --gradient_accumulation_steps, --max_length, --bf16, "
+    "--output_dir: `persyn-hf sft --help-all` lists them (importing them takes a few seconds)."
+)
 
 
-def main(script_args, training_args, model_args, store_args):
-    train_student(script_args, training_args, model_args, store_args)
+def main(script_args: SFTScriptArguments, training_args, model_args, store_args: StoreArguments) -> None:
+    run(script_args, training_args, model_args, ArtifactStore.from_args(store_args))
 
 
 def make_parser():
@@ -39,5 +43,12 @@ def make_parser():
     return TrlParser((SFTScriptArguments, SFTConfig, ModelConfig, StoreArguments))
 
 
+def make_help_parser():
+    """The verb's own fields and TRL's `ModelConfig`, without `SFTConfig` (whose import costs seconds)."""
+    from trl import ModelConfig, TrlParser
+
+    return TrlParser((SFTScriptArguments, ModelConfig, StoreArguments), epilog=HELP_EPILOG)
+
+
 if __name__ == "__main__":
-    main(*parse_args(make_parser(), sys.argv[1:]))
+    run_script("sft")

@@ -17,12 +17,12 @@ which is what lets one process keep hundreds of requests in flight.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
 import threading
 from dataclasses import dataclass, field
 
+from persyn_hf.errors import ConfigError
 from persyn_hf.teachers.spec import TeacherSpec
 
 # Finish reasons are reported in the OpenAI vocabulary whatever the server says.
@@ -51,111 +51,20 @@ class Completion:
     attempts: int = 1
 
 
-@dataclass
-class TGIConfig:
-    """Options of the `tgi` backend (a teacher's `backend_args`).
-
-    Parameters:
-        route (`str`, *optional*, defaults to `"generate"`):
-            `"generate"`: TGI's `/generate` with the prompt rendered by the teacher's chat template here;
-            `"chat"`: TGI's Messages API (`/v1/chat/completions`), rendered by the server.
-        tokenizer (`str`, *optional*):
-            Tokenizer whose chat template renders prompts for `route="generate"`; defaults to the teacher's
-            `model_path`, then its `model_id`.
-        api_key_env (`str`, *optional*):
-            Environment variable holding the bearer token to send. Unset: no token is sent.
-        hf_token (`bool`, *optional*, defaults to `False`):
-            Send the Hugging Face token (`HF_TOKEN` or `hf auth login`), e.g. for Inference Endpoints.
-        http_client (`str`, *optional*, defaults to `"aiohttp"`):
-            `"aiohttp"`: one keep-alive `aiohttp` session per teacher (about 9x less client CPU per request);
-            `"huggingface_hub"`: `huggingface_hub.AsyncInferenceClient`.
-    """
-
-    route: str = "generate"
-    tokenizer: str | None = None
-    api_key_env: str | None = None
-    hf_token: bool = False
-    http_client: str = "aiohttp"
-
-
-@dataclass
-class OpenAIConfig:
-    """Options of the `openai` backend (a teacher's `backend_args`).
-
-    Parameters:
-        api_key_env (`str`, *optional*):
-            Environment variable holding the API key. Unset: the placeholder `"EMPTY"` is sent.
-        model (`str`, *optional*):
-            The `model` field of each request, when the server knows the model by another name than `model_id`.
-        http_client (`str`, *optional*, defaults to `"aiohttp"`):
-            `"aiohttp"` or `"huggingface_hub"` (`AsyncInferenceClient`), as for `tgi`.
-    """
-
-    api_key_env: str | None = None
-    model: str | None = None
-    http_client: str = "aiohttp"
-
-
-@dataclass
-class LocalConfig:
-    """Options of the `local` backend (a teacher's `backend_args`).
-
-    Parameters:
-        batch_size (`int`, *optional*, defaults to `8`):
-            Most prompts generated in one batch; requests waiting while a batch runs form the next one.
-        device (`str`, *optional*, defaults to `"auto"`):
-            `"auto"` (CUDA when available, else CPU), or any torch device.
-        dtype (`str`, *optional*, defaults to `"auto"`):
-            Weights dtype, as `from_pretrained(dtype=...)` takes it.
-    """
-
-    batch_size: int = 8
-    device: str = "auto"
-    dtype: str = "auto"
-
-
-BACKEND_CONFIGS = {"tgi": TGIConfig, "openai": OpenAIConfig, "local": LocalConfig}
-HTTP_CLIENTS = ("aiohttp", "huggingface_hub")
-
-
-def backend_config(spec: TeacherSpec):
-    """The backend config of `spec`, built from its `backend_args`, every value checked."""
-    config_class = BACKEND_CONFIGS[spec.backend]
-    valid = [f.name for f in dataclasses.fields(config_class)]
-    unknown = [key for key in spec.backend_args if key not in valid]
-    if unknown:
-        raise ValueError(
-            f"Teacher {spec.name!r}: unknown `backend_args` {unknown} for {spec.backend!r}; valid: {valid}"
-        )
-    config = config_class(**spec.backend_args)
-    if isinstance(config, TGIConfig) and config.route not in ("generate", "chat"):
-        raise ValueError(
-            f"Teacher {spec.name!r}: `backend_args.route` must be 'generate' or 'chat', got {config.route!r}"
-        )
-    if getattr(config, "http_client", "aiohttp") not in HTTP_CLIENTS:
-        raise ValueError(
-            f"Teacher {spec.name!r}: `backend_args.http_client` must be one of {list(HTTP_CLIENTS)}, "
-            f"got {config.http_client!r}"
-        )
-    if isinstance(config, LocalConfig) and (not isinstance(config.batch_size, int) or config.batch_size < 1):
-        raise ValueError(f"Teacher {spec.name!r}: `backend_args.batch_size` must be a positive integer")
-    return config
-
-
 def _api_key(spec: TeacherSpec, api_key_env: str | None, hf_token: bool = False) -> str:
     """The bearer token for a remote teacher; never the Hugging Face token unless asked for."""
     if hf_token:
         from huggingface_hub import get_token
 
         if get_token() is None:
-            raise ValueError(
+            raise ConfigError(
                 f"Teacher {spec.name!r} has `hf_token: true` but no token: set HF_TOKEN or `hf auth login`"
             )
         return get_token()
     if api_key_env is None:
         return NO_API_KEY
     if not os.environ.get(api_key_env):
-        raise ValueError(f"Teacher {spec.name!r}: environment variable {api_key_env!r} (`api_key_env`) is not set")
+        raise ConfigError(f"Teacher {spec.name!r}: environment variable {api_key_env!r} (`api_key_env`) is not set")
     return os.environ[api_key_env]
 
 
@@ -270,7 +179,7 @@ class HubClient:
         from huggingface_hub import constants
 
         if constants.is_offline_mode():  # the Hub client then refuses every request, to any host
-            raise ValueError(
+            raise ConfigError(
                 f"`http_client: huggingface_hub` cannot reach {self.client.model} while HF_HUB_OFFLINE is set; "
                 "use the default `http_client: aiohttp`, or unset HF_HUB_OFFLINE."
             )
@@ -320,7 +229,7 @@ class TGIBackend:
 
     def __init__(self, spec: TeacherSpec, request_timeout_s: float):
         self.spec = spec
-        self.config = backend_config(spec)
+        self.config = spec.options()
         self.client = _http_client(spec, self.config, request_timeout_s)
         self.tokenizer = None
 
@@ -354,7 +263,7 @@ class OpenAIBackend:
 
     def __init__(self, spec: TeacherSpec, request_timeout_s: float):
         self.spec = spec
-        self.config = backend_config(spec)
+        self.config = spec.options()
         self.client = _http_client(spec, self.config, request_timeout_s)
 
     async def start(self) -> None:
@@ -366,6 +275,50 @@ class OpenAIBackend:
 
     async def close(self) -> None:
         await self.client.close()
+
+
+class SeededSampling:
+    """Sampling with one seeded random stream per sequence: a logits processor for greedy `generate`.
+
+    Each step warps the logits (temperature, top-k, top-p, as `generate` would) and adds Gumbel noise drawn from the
+    sequence's own generator, so the argmax is a sample of the warped distribution (the Gumbel-max trick) that
+    depends on that sequence's logits and seed only. A `None` seed draws a fresh one.
+    """
+
+    def __init__(self, seeds: list[int | None], temperature: float = 1.0, top_k: int | None = None, top_p=None):
+        import torch
+        from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+        self.warpers = [TemperatureLogitsWarper(temperature)]
+        if top_k:
+            self.warpers.append(TopKLogitsWarper(top_k))
+        if top_p is not None and top_p < 1.0:
+            self.warpers.append(TopPLogitsWarper(top_p))
+        self.generators = [torch.Generator() for _ in seeds]
+        for generator, seed in zip(self.generators, seeds):
+            if seed is None:
+                generator.seed()
+            else:
+                generator.manual_seed(seed)
+
+    @classmethod
+    def from_generation(cls, generation: dict, seeds: list[int | None]) -> SeededSampling | None:
+        """The sampler a teacher's generation parameters ask for (popping them from `generation`), or `None` for
+        greedy decoding (`temperature: 0` or `do_sample: false`)."""
+        temperature = generation.pop("temperature", None)
+        do_sample = generation.pop("do_sample", bool(temperature))
+        top_k, top_p = generation.pop("top_k", None), generation.pop("top_p", None)
+        if not do_sample or temperature == 0:
+            return None
+        return cls(seeds, temperature or 1.0, top_k, top_p)
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        for warper in self.warpers:
+            scores = warper(input_ids, scores)
+        uniform = torch.stack([torch.rand(scores.shape[-1], generator=g) for g in self.generators])
+        return scores - torch.log(-torch.log(uniform.to(scores.device)))
 
 
 @dataclass
@@ -383,7 +336,7 @@ class LocalBackend:
 
     def __init__(self, spec: TeacherSpec, request_timeout_s: float | None = None):
         self.spec = spec
-        self.config = backend_config(spec)
+        self.config = spec.options()
         self.model = self.tokenizer = None
         self._queue: asyncio.Queue[_Pending] | None = None
         self._worker: asyncio.Task | None = None
@@ -423,7 +376,9 @@ class LocalBackend:
             if not batch:
                 continue
             try:
-                completions = await asyncio.to_thread(self.generate_batch, [p.messages for p in batch], batch[0].seed)
+                completions = await asyncio.to_thread(
+                    self.generate_batch, [p.messages for p in batch], [p.seed for p in batch]
+                )
             except Exception as error:  # every caller of the batch sees the error
                 for pending in batch:
                     if not pending.future.done():
@@ -433,33 +388,33 @@ class LocalBackend:
                 if not pending.future.done():
                     pending.future.set_result(completion)
 
-    def generate_batch(self, conversations: list[list[dict]], seed: int | None = None) -> list[Completion]:
+    def generate_batch(self, conversations: list[list[dict]], seeds: list[int | None]) -> list[Completion]:
         """One response per conversation, rendered with the teacher's chat template, in one batch."""
         prompts = [
             self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
             for messages in conversations
         ]
-        return self.generate_rendered(prompts, self.spec.generation, seed)
+        return self.generate_rendered(prompts, self.spec.generation, seeds)
 
-    def generate_rendered(self, prompts: list[str], generation: dict, seed: int | None = None) -> list[Completion]:
-        """One response per already rendered prompt in one `model.generate` call (thread-safe)."""
+    def generate_rendered(self, prompts: list[str], generation: dict, seeds: list[int | None]) -> list[Completion]:
+        """One response per already rendered prompt in one `model.generate` call (thread-safe).
+
+        A sampled response depends on its prompt and its seed only, not on the other prompts of the batch: each
+        prompt draws from its own seeded stream (`SeededSampling`).
+        """
         import torch
 
         generation = dict(generation)
         stop = generation.pop("stop", None)
-        if generation.get("temperature") == 0:
-            generation.pop("temperature")
-            generation["do_sample"] = False
-        elif generation.get("temperature") and "do_sample" not in generation:
-            generation["do_sample"] = True
+        sampling = SeededSampling.from_generation(generation, seeds)
         inputs = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         inputs = inputs.to(self.model.device)
         with self._lock, torch.inference_mode():
-            if seed is not None:
-                torch.manual_seed(seed)
             output = self.model.generate(
                 **inputs,
                 **generation,
+                do_sample=False,
+                logits_processor=[sampling] if sampling is not None else None,
                 stop_strings=stop,
                 tokenizer=self.tokenizer if stop else None,
                 pad_token_id=self.tokenizer.pad_token_id,

@@ -14,27 +14,56 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Sequence
+import threading
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
-import aiohttp
-import httpx2
-from tqdm import tqdm
-
+from persyn_hf.configs import check_non_negative, check_positive
 from persyn_hf.teachers.backends import Completion, TeacherHTTPError, make_backend
 from persyn_hf.teachers.spec import TeacherSpec
 
 RETRY_STATUSES = (408, 424, 429, 500, 502, 503, 504)
-# Time-outs and dropped or refused connections, from either HTTP client.
-RETRYABLE_ERRORS = (
-    TimeoutError,
-    asyncio.TimeoutError,
-    aiohttp.ClientConnectionError,
-    aiohttp.ClientPayloadError,
-    httpx2.TransportError,
-    httpx2.TimeoutException,
-)
+
+
+@cache
+def retryable_errors() -> tuple[type[BaseException], ...]:
+    """Time-outs and dropped or refused connections, from either HTTP client."""
+    import aiohttp
+    import httpx2
+
+    return (
+        TimeoutError,
+        asyncio.TimeoutError,
+        aiohttp.ClientConnectionError,
+        aiohttp.ClientPayloadError,
+        httpx2.TransportError,
+        httpx2.TimeoutException,
+    )
+
+
+def run_coroutine(coroutine: Coroutine):
+    """Run `coroutine` to completion and return its result, from plain code or from inside a running event loop
+    (a Jupyter notebook): there, it runs on a loop of its own in a worker thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    result = {}
+
+    def target() -> None:
+        try:
+            result["value"] = asyncio.run(coroutine)
+        except BaseException as error:  # handed to the caller's thread
+            result["error"] = error
+
+    thread = threading.Thread(target=target, name="persyn-hf-event-loop")
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
 
 
 @dataclass
@@ -69,12 +98,8 @@ class PoolConfig:
     disable_tqdm: bool = field(default=False, metadata={"help": "Hide the progress bars."})
 
     def __post_init__(self):
-        for name in ("max_concurrency", "max_consecutive_failures"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"`{name}` must be at least 1, got {getattr(self, name)}")
-        for name in ("request_timeout_s", "backoff_base_s", "backoff_max_s", "max_retries"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"`{name}` must be non-negative, got {getattr(self, name)}")
+        check_positive(self, "max_concurrency", "max_consecutive_failures")
+        check_non_negative(self, "request_timeout_s", "backoff_base_s", "backoff_max_s", "max_retries")
 
 
 @dataclass
@@ -117,7 +142,7 @@ def classify(error: BaseException) -> tuple[bool, int | None]:
     status, _ = _http_status(error)
     if status is not None:
         return status in RETRY_STATUSES, status
-    return isinstance(error, RETRYABLE_ERRORS), None
+    return isinstance(error, retryable_errors()), None
 
 
 def _describe(error: BaseException) -> str:
@@ -192,6 +217,8 @@ class TeacherPool:
 
         `handle` raises `RequestFailed` for a job it could not finish. Returns every job left undone.
         """
+        from tqdm import tqdm
+
         failures: list[Failure] = []
         bars = {
             name: tqdm(total=len(jobs.get(name, ())), desc=name, position=i, disable=self.config.disable_tqdm)

@@ -1,4 +1,9 @@
-"""Teacher specs: declared once in YAML, referenced by `name` everywhere else."""
+"""Teacher specs: declared once in YAML, referenced by `name` everywhere else.
+
+A spec says which model a teacher is (`model_id`, `family`, `size_b`, `long_cot`), how to reach it (`backend`,
+`base_url` / `model_path`, and the backend's own options in `backend_args`) and how it generates. Every rule about a
+spec lives here, checked once when the specs are loaded; the backends only read them.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,79 @@ from pathlib import Path
 
 import yaml
 
+from persyn_hf.errors import ArtifactNotFoundError, ConfigError
+
 BACKENDS = ("tgi", "openai", "local")
 # Generation parameters a teacher may set; each backend maps them onto its own API.
 GENERATION_KEYS = ("max_new_tokens", "temperature", "top_p", "top_k", "do_sample", "repetition_penalty", "stop")
+HTTP_CLIENTS = ("aiohttp", "huggingface_hub")
+TGI_ROUTES = ("generate", "chat")
+
+
+@dataclass
+class TGIConfig:
+    """Options of the `tgi` backend (a teacher's `backend_args`).
+
+    Parameters:
+        route (`str`, *optional*, defaults to `"generate"`):
+            `"generate"`: TGI's `/generate` with the prompt rendered by the teacher's chat template here;
+            `"chat"`: TGI's Messages API (`/v1/chat/completions`), rendered by the server.
+        tokenizer (`str`, *optional*):
+            Tokenizer whose chat template renders prompts for `route="generate"`; defaults to the teacher's
+            `model_path`, then its `model_id`.
+        api_key_env (`str`, *optional*):
+            Environment variable holding the bearer token to send. Unset: no token is sent.
+        hf_token (`bool`, *optional*, defaults to `False`):
+            Send the Hugging Face token (`HF_TOKEN` or `hf auth login`), e.g. for Inference Endpoints.
+        http_client (`str`, *optional*, defaults to `"aiohttp"`):
+            `"aiohttp"`: one keep-alive `aiohttp` session per teacher (about 9x less client CPU per request);
+            `"huggingface_hub"`: `huggingface_hub.AsyncInferenceClient`.
+    """
+
+    route: str = "generate"
+    tokenizer: str | None = None
+    api_key_env: str | None = None
+    hf_token: bool = False
+    http_client: str = "aiohttp"
+
+
+@dataclass
+class OpenAIConfig:
+    """Options of the `openai` backend (a teacher's `backend_args`).
+
+    Parameters:
+        api_key_env (`str`, *optional*):
+            Environment variable holding the API key. Unset: the placeholder `"EMPTY"` is sent.
+        model (`str`, *optional*):
+            The `model` field of each request, when the server knows the model by another name than `model_id`.
+        http_client (`str`, *optional*, defaults to `"aiohttp"`):
+            `"aiohttp"` or `"huggingface_hub"` (`AsyncInferenceClient`), as for `tgi`.
+    """
+
+    api_key_env: str | None = None
+    model: str | None = None
+    http_client: str = "aiohttp"
+
+
+@dataclass
+class LocalConfig:
+    """Options of the `local` backend (a teacher's `backend_args`).
+
+    Parameters:
+        batch_size (`int`, *optional*, defaults to `8`):
+            Most prompts generated in one batch; requests waiting while a batch runs form the next one.
+        device (`str`, *optional*, defaults to `"auto"`):
+            `"auto"` (CUDA when available, else CPU), or any torch device.
+        dtype (`str`, *optional*, defaults to `"auto"`):
+            Weights dtype, as `from_pretrained(dtype=...)` takes it.
+    """
+
+    batch_size: int = 8
+    device: str = "auto"
+    dtype: str = "auto"
+
+
+BACKEND_CONFIGS = {"tgi": TGIConfig, "openai": OpenAIConfig, "local": LocalConfig}
 
 
 @dataclass(frozen=True)
@@ -28,10 +103,10 @@ class TeacherSpec:
         model_path: Path or Hub id of the weights for the `local` backend (defaults to `model_id`).
         generation: Generation parameters (`max_new_tokens`, `temperature`, `top_p`, ...).
         max_concurrency: Most requests in flight to this teacher at once.
-        backend_args: Options of the backend's config class (`TGIConfig`, `OpenAIConfig`, `LocalConfig` in
-            `persyn_hf.teachers.backends`), e.g. `{"route": "chat"}` or `{"batch_size": 16}`.
-        samples: Samples per math prompt for rejection sampling; `None` follows the size rule of
-            `SynthesisConfig` (4 under 72B, 2 for 72B-or-larger and long-CoT teachers).
+        backend_args: Options of the backend's config class (`TGIConfig`, `OpenAIConfig`, `LocalConfig`), e.g.
+            `{"route": "chat"}` or `{"batch_size": 16}`.
+        samples: Samples per math prompt for rejection sampling; `None` follows the size rule of the generate
+            stage (4 under 72B, 2 for 72B-or-larger and long-CoT teachers).
     """
 
     name: str
@@ -47,6 +122,13 @@ class TeacherSpec:
     backend_args: dict = field(default_factory=dict)
     samples: int | None = None
 
+    def options(self):
+        """The backend's options (`TGIConfig`, `OpenAIConfig` or `LocalConfig`) from `backend_args`, checked."""
+        problems = backend_problems(self.backend, self.backend_args)
+        if problems:
+            raise ConfigError(f"Teacher {self.name!r}: " + "; ".join(problems))
+        return BACKEND_CONFIGS[self.backend](**self.backend_args)
+
 
 FIELDS = [f.name for f in dataclasses.fields(TeacherSpec)]
 REQUIRED = [
@@ -56,66 +138,89 @@ REQUIRED = [
 ]
 
 
+def _is_positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def backend_problems(backend: str, backend_args: dict) -> list[str]:
+    """Everything wrong with a backend's options: unknown keys and values out of range."""
+    valid = [f.name for f in dataclasses.fields(BACKEND_CONFIGS[backend])]
+    problems = [
+        f"unknown `backend_args` key {key!r} for backend {backend!r}; valid keys: {valid}"
+        for key in backend_args
+        if key not in valid
+    ]
+    if backend_args.get("route", "generate") not in TGI_ROUTES and backend == "tgi":
+        problems.append(f"`backend_args.route` must be 'generate' or 'chat', got {backend_args['route']!r}")
+    if backend_args.get("http_client", "aiohttp") not in HTTP_CLIENTS:
+        problems.append(
+            f"`backend_args.http_client` must be one of {list(HTTP_CLIENTS)}, got {backend_args['http_client']!r}"
+        )
+    if backend == "local" and not _is_positive_int(backend_args.get("batch_size", 1)):
+        problems.append(f"`backend_args.batch_size` must be a positive integer, got {backend_args['batch_size']!r}")
+    return problems
+
+
 def _problems(index: int, entry: object) -> list[str]:
     """Everything wrong with one YAML entry, each problem with its fix."""
     where = f"teachers[{index}]"
     if not isinstance(entry, dict):
         return [f"{where} must be a mapping of teacher fields, got {type(entry).__name__}"]
     where = f"{where} ({entry.get('name', '?')})"
-    problems = [f"{where}: unknown field {key!r}; valid fields: {FIELDS}" for key in entry if key not in FIELDS]
-    problems += [f"{where}: missing required field {key!r}" for key in REQUIRED if key not in entry]
+    problems = [f"unknown field {key!r}; valid fields: {FIELDS}" for key in entry if key not in FIELDS]
+    problems += [f"missing required field {key!r}" for key in REQUIRED if key not in entry]
     backend = entry.get("backend", "local")
     if backend not in BACKENDS:
-        problems.append(f"{where}: `backend` must be one of {list(BACKENDS)}, got {backend!r}")
+        problems.append(f"`backend` must be one of {list(BACKENDS)}, got {backend!r}")
     if backend in ("tgi", "openai") and not entry.get("base_url"):
-        problems.append(f"{where}: backend {backend!r} needs `base_url`")
+        problems.append(f"backend {backend!r} needs `base_url`")
     size_b = entry.get("size_b", 1)
     if not isinstance(size_b, (int, float)) or isinstance(size_b, bool) or size_b <= 0:
-        problems.append(f"{where}: `size_b` must be a positive number, got {entry.get('size_b')!r}")
-    concurrency = entry.get("max_concurrency", 1)
-    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
-        problems.append(f"{where}: `max_concurrency` must be a positive integer, got {concurrency!r}")
+        problems.append(f"`size_b` must be a positive number, got {entry.get('size_b')!r}")
+    if not _is_positive_int(entry.get("max_concurrency", 1)):
+        problems.append(f"`max_concurrency` must be a positive integer, got {entry.get('max_concurrency')!r}")
     generation = entry.get("generation", {})
     if not isinstance(generation, dict):
-        problems.append(f"{where}: `generation` must be a mapping, got {generation!r}")
+        problems.append(f"`generation` must be a mapping, got {generation!r}")
     else:
         problems += [
-            f"{where}: unknown generation parameter {key!r}; valid parameters: {list(GENERATION_KEYS)}"
+            f"unknown generation parameter {key!r}; valid parameters: {list(GENERATION_KEYS)}"
             for key in generation
             if key not in GENERATION_KEYS
         ]
     backend_args = entry.get("backend_args", {})
     if not isinstance(backend_args, dict):
-        problems.append(f"{where}: `backend_args` must be a mapping, got {backend_args!r}")
+        problems.append(f"`backend_args` must be a mapping, got {backend_args!r}")
     elif backend in BACKENDS:
-        from persyn_hf.teachers.backends import BACKEND_CONFIGS  # lazy: backends imports this module
-
-        valid = [f.name for f in dataclasses.fields(BACKEND_CONFIGS[backend])]
-        problems += [
-            f"{where}: unknown `backend_args` key {key!r} for backend {backend!r}; valid keys: {valid}"
-            for key in backend_args
-            if key not in valid
-        ]
+        problems += backend_problems(backend, backend_args)
     samples = entry.get("samples")
-    if samples is not None and (not isinstance(samples, int) or isinstance(samples, bool) or samples < 1):
-        problems.append(f"{where}: `samples` must be a positive integer or null, got {samples!r}")
+    if samples is not None and not _is_positive_int(samples):
+        problems.append(f"`samples` must be a positive integer or null, got {samples!r}")
     if not isinstance(entry.get("long_cot", False), bool):
-        problems.append(f"{where}: `long_cot` must be true or false, got {entry.get('long_cot')!r}")
-    return problems
+        problems.append(f"`long_cot` must be true or false, got {entry.get('long_cot')!r}")
+    return [f"{where}: {problem}" for problem in problems]
+
+
+def _read_entries(path: Path):
+    if not path.is_file():
+        raise ArtifactNotFoundError(
+            f"The teachers file {str(path)!r} does not exist: give the path of a teachers YAML."
+        )
+    try:
+        entries = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ConfigError(f"The teachers file {str(path)!r} is not valid YAML: {error}") from None
+    return entries.get("teachers") if isinstance(entries, dict) else entries
 
 
 def load_teachers(source: str | Path | list[dict]) -> list[TeacherSpec]:
     """Read and validate teacher specs from a YAML file (a list, or a mapping with a `teachers` list).
 
-    Raises a `ValueError` listing every problem at once.
+    Raises a `ConfigError` listing every problem at once, numbered.
     """
-    entries = source
-    if isinstance(source, (str, Path)):
-        entries = yaml.safe_load(Path(source).read_text())
-        if isinstance(entries, dict):
-            entries = entries.get("teachers")
+    entries = _read_entries(Path(source)) if isinstance(source, (str, Path)) else source
     if not isinstance(entries, list) or not entries:
-        raise ValueError(f"Teacher specs must be a non-empty list of teachers, got {entries!r} from {source!r}")
+        raise ConfigError(f"Teacher specs must be a non-empty list of teachers, got {entries!r} from {source!r}")
     problems = [problem for i, entry in enumerate(entries) for problem in _problems(i, entry)]
     names = [entry.get("name") for entry in entries if isinstance(entry, dict)]
     problems += [
@@ -123,5 +228,7 @@ def load_teachers(source: str | Path | list[dict]) -> list[TeacherSpec]:
         for name in sorted({n for n in names if names.count(n) > 1}, key=str)
     ]
     if problems:
-        raise ValueError("Invalid teacher specs:\n  - " + "\n  - ".join(problems))
+        where = f" in {str(source)!r}" if isinstance(source, (str, Path)) else ""
+        listed = " ".join(f"({number}) {problem};" for number, problem in enumerate(problems, start=1))
+        raise ConfigError(f"Invalid teacher specs{where} ({len(problems)} problems): {listed[:-1]}")
     return [TeacherSpec(**entry) for entry in entries]

@@ -1,4 +1,4 @@
-"""Synthesis: teachers answer prompts, in parallel (Generate-then-Select) or as routed (Route-then-Generate).
+"""The generate stage: teachers answer prompts, in parallel (Generate then Select) or as routed (Route then Generate).
 
 - `mode="parallel"`: every teacher answers every prompt (the router's training subset, PerSyn-Math);
 - `mode="routed"`: each teacher answers only the prompts an assignments dataset gives it.
@@ -9,11 +9,15 @@ kept, else one incorrect sample at random (seeded). Every sample is stored durab
 (`persyn_hf.teachers.results`), so a re-run with the same `results_dir` resumes where the last one stopped.
 
 ```python
-from persyn_hf.teachers import load_teachers
-from persyn_hf.teachers.synthesis import SynthesisConfig, synthesize
+from persyn_hf import generate
+from persyn_hf.store import ArtifactStore
 
-generations, cost = synthesize(prompts, load_teachers("recipes/teachers/tgi.yaml"), SynthesisConfig(mode="parallel"))
-print(cost)
+result = generate.run(
+    generate.GenerateArguments(prompts_repo_id="me/prompts", teachers="teachers.yaml", generations_repo_id="me/gens"),
+    generate.SynthesisConfig(mode="parallel"),
+    store=ArtifactStore("artifacts"),
+)
+print(result.summary["cost"])
 ```
 """
 
@@ -21,24 +25,68 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import random
 import tempfile
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from datasets import Dataset, Features, Value
-
-from persyn_hf.rewards import require_columns, verify_answer
-from persyn_hf.teachers.pool import Failure, PoolConfig, TeacherPool
+from persyn_hf.configs import check_choice, check_positive, renamed
+from persyn_hf.contracts import CONTRACTS, StageResult, prompt_messages, validate
+from persyn_hf.cost import CostReport, TeacherCost
+from persyn_hf.errors import ConfigError, DataError, PersynError
+from persyn_hf.store import ArtifactStore
+from persyn_hf.teachers.pool import Failure, PoolConfig, TeacherPool, run_coroutine
 from persyn_hf.teachers.results import ResultStore
-from persyn_hf.teachers.spec import TeacherSpec
+from persyn_hf.teachers.spec import TeacherSpec, load_teachers
+from persyn_hf.verify import verify_answer
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 logger = logging.getLogger(__name__)
 
 MODES = ("parallel", "routed")
+
+
+@dataclass
+class GenerateArguments:
+    """What `persyn-hf generate` reads and writes.
+
+    Parameters:
+        prompts_repo_id (`str`): Repo id of the prompts dataset (`prompt_id`, `prompt` or `messages`, `answer`).
+        teachers (`str`): Teachers YAML (`recipes/teachers/*.yaml`).
+        generations_repo_id (`str`): Repo id the generations dataset is saved to.
+        prompts_config, prompts_split: Config and split of the prompts dataset.
+        assignments_repo_id (`str`, *optional*): Repo id of the assignments (`prompt_id`, `teacher`); routed mode.
+        assignments_config, assignments_split: Config and split of the assignments dataset.
+        generations_config (`str`, *optional*, defaults to `"default"`): Config the generations are saved to.
+        max_prompts (`int`, *optional*): Keep this many prompts, drawn at random with `seed` (e.g. the router's
+            2.5K subset).
+    """
+
+    prompts_repo_id: str = field(metadata={"help": "Repo id of the prompts dataset."})
+    teachers: str = field(metadata={"help": "Teachers YAML, e.g. recipes/teachers/tgi.yaml."})
+    generations_repo_id: str = field(metadata={"help": "Repo id the generations dataset is saved to."})
+    prompts_config: str = field(default="default", metadata={"help": "Config of the prompts dataset."})
+    prompts_split: str = field(default="train", metadata={"help": "Split of the prompts dataset."})
+    assignments_repo_id: str | None = field(
+        default=None, metadata={"help": "Repo id of the assignments (`prompt_id`, `teacher`), for --mode routed."}
+    )
+    assignments_config: str = field(default="default", metadata={"help": "Config of the assignments dataset."})
+    assignments_split: str = field(default="train", metadata={"help": "Split of the assignments dataset."})
+    generations_config: str = field(default="default", metadata={"help": "Config the generations are saved to."})
+    max_prompts: int | None = field(
+        default=None, metadata={"help": "Keep this many prompts, drawn at random with `seed`."}
+    )
+
+    def __post_init__(self):
+        if self.max_prompts is not None:
+            check_positive(self, "max_prompts")
 
 
 @dataclass
@@ -57,7 +105,7 @@ class SynthesisConfig(PoolConfig):
         stop_at_first_correct (`bool`, *optional*, defaults to `False`):
             Stop sampling a math prompt at its first correct sample: fewer generations, the same rule for which
             prompts get a correct answer. The paper draws all samples.
-        verify_timeout_s (`float`, *optional*, defaults to `5.0`):
+        math_verify_timeout_s (`float`, *optional*, defaults to `5.0`):
             Time limit of one math-verify check; a check that runs out counts as incorrect.
         verify_workers (`int`, *optional*, defaults to `2`):
             math-verify checks run at once, each in its own worker process (a check takes milliseconds).
@@ -69,6 +117,8 @@ class SynthesisConfig(PoolConfig):
         allow_incomplete (`bool`, *optional*, defaults to `False`):
             Return the rows that were done when some are not (the failures are in the cost report) instead of
             raising `SynthesisError`.
+        verify_timeout_s (`float`, *optional*):
+            Deprecated name of `math_verify_timeout_s`.
     """
 
     mode: str = field(default="parallel", metadata={"help": "`parallel` or `routed`.", "choices": list(MODES)})
@@ -80,7 +130,9 @@ class SynthesisConfig(PoolConfig):
     stop_at_first_correct: bool = field(
         default=False, metadata={"help": "Stop sampling a math prompt at its first correct sample."}
     )
-    verify_timeout_s: float = field(default=5.0, metadata={"help": "Time limit of one math-verify check (s)."})
+    math_verify_timeout_s: float = field(
+        default=5.0, metadata={"help": "Time limit of one math-verify check (s); overrunning counts as incorrect."}
+    )
     verify_workers: int = field(default=2, metadata={"help": "math-verify checks run at once (one process each)."})
     seed: int = field(default=42, metadata={"help": "Seed of sampling, sample choice and retry jitter."})
     results_dir: str | None = field(
@@ -89,21 +141,20 @@ class SynthesisConfig(PoolConfig):
     allow_incomplete: bool = field(
         default=False, metadata={"help": "Return the rows done when some are not, instead of raising."}
     )
+    verify_timeout_s: float | None = field(default=None, metadata={"help": "Deprecated: use `math_verify_timeout_s`."})
 
     def __post_init__(self):
         super().__post_init__()
-        if self.mode not in MODES:
-            raise ValueError(f"`mode` must be one of {list(MODES)}, got {self.mode!r}")
-        for name in ("samples_small", "samples_large", "verify_workers"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"`{name}` must be at least 1, got {getattr(self, name)}")
+        renamed(self, "verify_timeout_s", "math_verify_timeout_s", default=5.0)
+        check_choice("mode", self.mode, MODES)
+        check_positive(self, "samples_small", "samples_large", "verify_workers")
 
 
-class SynthesisError(RuntimeError):
+class SynthesisError(PersynError):
     """Some prompts were left undone; `failures` lists them. What was done is in the results store."""
 
     def __init__(self, message: str, failures: list[Failure]):
-        super().__init__(message)
+        ValueError.__init__(self, message)  # keeps its lines: one per teacher
         self.failures = failures
 
 
@@ -115,103 +166,6 @@ class Job:
     messages: list[dict]
     answer: str | None
     num_samples: int
-
-
-@dataclass
-class TeacherCost:
-    """What one teacher spent, and what Generate-then-Select would have asked of it on the same prompts."""
-
-    teacher: str
-    rows: int = 0
-    generations: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    gts_generations: int = 0
-
-    @property
-    def gts_completion_tokens(self) -> int | None:
-        """Generate-then-Select's completion tokens, at this teacher's mean tokens per generation here."""
-        if not self.generations:
-            return None
-        return round(self.gts_generations * self.completion_tokens / self.generations)
-
-
-@dataclass
-class CostReport:
-    """Generations and tokens per teacher, beside what Generate-then-Select (N prompts x n teachers) needs."""
-
-    mode: str
-    num_prompts: int
-    teachers: list[TeacherCost]
-    failures: list[Failure] = field(default_factory=list)
-
-    @property
-    def generations(self) -> int:
-        return sum(cost.generations for cost in self.teachers)
-
-    @property
-    def gts_generations(self) -> int:
-        return sum(cost.gts_generations for cost in self.teachers)
-
-    def to_dict(self) -> dict:
-        return {
-            "mode": self.mode,
-            "num_prompts": self.num_prompts,
-            "num_teachers": len(self.teachers),
-            "generations": self.generations,
-            "prompt_tokens": sum(cost.prompt_tokens for cost in self.teachers),
-            "completion_tokens": sum(cost.completion_tokens for cost in self.teachers),
-            "gts_generations": self.gts_generations,
-            "teachers": [
-                {**asdict(cost), "gts_completion_tokens": cost.gts_completion_tokens} for cost in self.teachers
-            ],
-            "failures": [asdict(failure) for failure in self.failures],
-        }
-
-    def table(self) -> str:
-        header = (
-            "teacher",
-            "rows",
-            "generations",
-            "prompt tok",
-            "completion tok",
-            "GtS generations",
-            "GtS compl. tok",
-        )
-        lines = [
-            (
-                c.teacher,
-                c.rows,
-                c.generations,
-                c.prompt_tokens,
-                c.completion_tokens,
-                c.gts_generations,
-                "?" if c.gts_completion_tokens is None else c.gts_completion_tokens,
-            )
-            for c in self.teachers
-        ]
-        totals = self.to_dict()
-        gts_tokens = [c.gts_completion_tokens for c in self.teachers]
-        lines.append(
-            ("total", sum(c.rows for c in self.teachers), totals["generations"], totals["prompt_tokens"],
-             totals["completion_tokens"], totals["gts_generations"],
-             "?" if None in gts_tokens else sum(gts_tokens))
-        )  # fmt: skip
-        widths = [max(len(str(row[i])) for row in [header, *lines]) for i in range(len(header))]
-        render = ["  ".join(str(v).rjust(w) if i else str(v).ljust(w) for i, (v, w) in enumerate(zip(row, widths)))
-                  for row in [header, *lines]]  # fmt: skip
-        render.insert(1, "-" * len(render[0]))
-        ratio = self.gts_generations / self.generations if self.generations else float("nan")
-        render.append(
-            f"{self.mode}: {self.generations} generations for {self.num_prompts} prompts; Generate-then-Select "
-            f"({self.num_prompts} prompts x {len(self.teachers)} teachers) needs {self.gts_generations} ({ratio:.2f}x)."
-        )
-        if self.failures:
-            render.append(f"{len(self.failures)} (prompt, teacher) pairs left undone.")
-        return "\n".join(render)
-
-    def __str__(self) -> str:
-        return self.table()
 
 
 def num_samples(spec: TeacherSpec, config: SynthesisConfig) -> int:
@@ -228,14 +182,6 @@ def request_seed(seed: int, prompt_id, teacher: str, sample_index: int) -> int:
     return int.from_bytes(digest[:4], "little") >> 1
 
 
-def _messages(row: dict) -> list[dict]:
-    if row.get("messages"):
-        return [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
-    if isinstance(row.get("prompt"), str) and row["prompt"]:
-        return [{"role": "user", "content": row["prompt"]}]
-    raise ValueError(f"Prompt {row['prompt_id']!r} has neither a non-empty `prompt` nor `messages`; give it one.")
-
-
 def _answer(row: dict) -> str | None:
     answer = row.get("answer")
     return None if answer is None or str(answer).strip() == "" else str(answer)
@@ -245,24 +191,18 @@ def plan_jobs(
     prompts: Dataset, teachers: list[TeacherSpec], config: SynthesisConfig, assignments: Dataset | None = None
 ) -> dict[str, list[Job]]:
     """Each teacher's jobs, in prompt order: all prompts (parallel) or its assigned ones (routed)."""
-    require_columns(prompts, ["prompt_id"], "prompts")
-    if "prompt" not in prompts.column_names and "messages" not in prompts.column_names:
-        raise ValueError(f"The prompts dataset needs a `prompt` or a `messages` column; it has {prompts.column_names}")
-    ids = prompts["prompt_id"]
-    duplicates = sorted({str(i) for i, count in Counter(ids).items() if count > 1})
-    if duplicates:
-        raise ValueError(f"`prompt_id` must be unique in the prompts dataset; repeated: {duplicates[:10]}")
+    validate(prompts, "prompts")
     names = [spec.name for spec in teachers]
     if config.mode == "parallel":
         if assignments is not None:
-            raise ValueError("`assignments` are for mode='routed'; drop them or set `mode='routed'`.")
+            raise ConfigError("`assignments` are for mode='routed'; drop them or set `mode='routed'`.")
         teacher_of = None
     else:
         if assignments is None:
-            raise ValueError(
+            raise ConfigError(
                 "mode='routed' needs `assignments` (`prompt_id`, `teacher`), e.g. from `persyn-hf route`."
             )
-        teacher_of = _assignment_map(assignments, set(ids), names)
+        teacher_of = _assignment_map(assignments, set(prompts["prompt_id"]), names)
     jobs = {name: [] for name in names}
     samples = {spec.name: num_samples(spec, config) for spec in teachers}
     columns = [column for column in ("prompt_id", "prompt", "messages", "answer") if column in prompts.column_names]
@@ -270,25 +210,21 @@ def plan_jobs(
         answer, prompt_id = _answer(row), row["prompt_id"]
         targets = names if teacher_of is None else [teacher_of[prompt_id]] if prompt_id in teacher_of else []
         if targets:
-            messages = _messages(row)
+            messages = prompt_messages(row)
         for name in targets:
             jobs[name].append(Job(prompt_id, messages, answer, samples[name] if answer is not None else 1))
     return jobs
 
 
 def _assignment_map(assignments: Dataset, prompt_ids: set, names: list[str]) -> dict:
-    require_columns(assignments, ["prompt_id", "teacher"], "assignments")
-    teacher_of = {}
-    for prompt_id, teacher in zip(assignments["prompt_id"], assignments["teacher"]):
-        if prompt_id in teacher_of:
-            raise ValueError(f"Prompt {prompt_id!r} is assigned twice; give each prompt one teacher.")
-        teacher_of[prompt_id] = teacher
+    validate(assignments, "assignments")
+    teacher_of = dict(zip(assignments["prompt_id"], assignments["teacher"]))
     unknown = sorted({t for t in teacher_of.values() if t not in names}, key=str)
     if unknown:
-        raise ValueError(f"Assignments name teachers {unknown} that are not in the teacher specs {names}.")
+        raise DataError(f"Assignments name teachers {unknown} that are not in the teacher specs {names}.")
     missing = [p for p in teacher_of if p not in prompt_ids]
     if missing:
-        raise ValueError(f"{len(missing)} assigned prompt ids are not in the prompts dataset, e.g. {missing[:5]}.")
+        raise DataError(f"{len(missing)} assigned prompt ids are not in the prompts dataset, e.g. {missing[:5]}.")
     unassigned = len(prompt_ids) - len(teacher_of)
     if unassigned:
         logger.warning("%d of %d prompts have no assignment and are not generated.", unassigned, len(prompt_ids))
@@ -318,7 +254,7 @@ async def _generate(jobs, teachers, config, store) -> list[Failure]:
                 correct = None
                 if job.answer is not None:
                     correct = await loop.run_in_executor(
-                        verifiers, verify_answer, job.answer, completion.text, config.verify_timeout_s
+                        verifiers, verify_answer, job.answer, completion.text, config.math_verify_timeout_s
                     )
                 record = {"prompt_id": job.prompt_id, "teacher": spec.name, "sample_index": index,
                           **vars(completion), "correct": correct}  # fmt: skip
@@ -346,22 +282,6 @@ def _stored(store: ResultStore, job: Job, teacher: str, config: SynthesisConfig)
         if config.stop_at_first_correct and record["correct"]:
             break
     return samples
-
-
-def generations_features(prompt_id=None) -> Features:
-    """Columns and types of the generations contract; `prompt_id` keeps the prompts' own type when given."""
-    return Features(
-        {
-            "prompt_id": prompt_id if prompt_id is not None else Value("string"),
-            "teacher": Value("string"),
-            "response": Value("string"),
-            "finish_reason": Value("string"),
-            "num_samples": Value("int32"),
-            "correct": Value("bool"),
-            "prompt_tokens": Value("int64"),
-            "completion_tokens": Value("int64"),
-        }
-    )
 
 
 def _rows_and_costs(jobs, teachers, config, store, prompt_ids) -> tuple[list[dict], list[TeacherCost]]:
@@ -406,6 +326,8 @@ def synthesize(
 ) -> tuple[Dataset, CostReport]:
     """Teachers answer prompts; returns the generations dataset (one row per prompt and teacher) and its cost.
 
+    Works from plain code and from inside a running event loop (a notebook).
+
     Args:
         prompts: `prompt_id`, `prompt` (str) or `messages`, optional `answer` (math: rejection sampling).
         teachers: The teacher specs (`load_teachers`).
@@ -416,6 +338,8 @@ def synthesize(
         SynthesisError: some (prompt, teacher) pairs are undone and `config.allow_incomplete` is off; the samples
             that were generated are in `config.results_dir`, and a re-run with it does only the rest.
     """
+    from datasets import Dataset
+
     jobs = plan_jobs(prompts, teachers, config, assignments)
     planned = {job.prompt_id for teacher_jobs in jobs.values() for job in teacher_jobs}
     prompt_ids = [prompt_id for prompt_id in prompts["prompt_id"] if prompt_id in planned]
@@ -423,14 +347,15 @@ def synthesize(
         tempfile.TemporaryDirectory(prefix="persyn-results-") as scratch,
         ResultStore(config.results_dir or scratch, teachers) as store,
     ):
-        failures = asyncio.run(_generate(jobs, teachers, config, store))
+        failures = run_coroutine(_generate(jobs, teachers, config, store))
         rows, costs = _rows_and_costs(jobs, teachers, config, store, prompt_ids)
     report = CostReport(config.mode, len(prompt_ids), costs, failures)
     if failures and not config.allow_incomplete:
         raise SynthesisError(_failure_message(failures, config), failures)
     if failures:
         logger.warning(_failure_message(failures, config))
-    return Dataset.from_list(rows, features=generations_features(prompts.features["prompt_id"])), report
+    features = CONTRACTS["generations"].features(prompt_id=prompts.features["prompt_id"])
+    return Dataset.from_list(rows, features=features), report
 
 
 def _failure_message(failures: list[Failure], config: SynthesisConfig) -> str:
@@ -446,3 +371,33 @@ def _failure_message(failures: list[Failure], config: SynthesisConfig) -> str:
         else "set `results_dir` to keep what was done across runs"
     )
     return "Some prompts were left undone:\n" + "\n".join(lines) + f"\nFix the teachers, then {resume}."
+
+
+def run(args: GenerateArguments, synthesis: SynthesisConfig, store: ArtifactStore | None = None) -> StageResult:
+    """Teachers answer the prompts; saves the generations and the cost report beside them.
+
+    Returns the generations, where they were saved, and `{"cost": <cost report as a dict>}`.
+    """
+    store = store or ArtifactStore()
+    store.check_output(args.generations_repo_id, "generations_repo_id")
+    teachers = load_teachers(args.teachers)
+    prompts = store.load_dataset(args.prompts_repo_id, args.prompts_config, args.prompts_split, contract="prompts")
+    if args.max_prompts is not None and args.max_prompts < len(prompts):
+        prompts = prompts.shuffle(seed=synthesis.seed).select(range(args.max_prompts))
+    assignments = None
+    if args.assignments_repo_id is not None:
+        assignments = store.load_dataset(
+            args.assignments_repo_id, args.assignments_config, args.assignments_split, contract="assignments"
+        )
+    if synthesis.results_dir is None:  # resumable by default, also when pushing to the Hub
+        synthesis.results_dir = str(
+            Path(store.root, ".persyn-results", args.generations_repo_id, args.generations_config)
+        )
+    generations, report = synthesize(prompts, teachers, synthesis, assignments)
+    logger.info("\n%s", report)
+    location = store.save_dataset(args.generations_repo_id, generations, config_name=args.generations_config)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, "cost_report.json")
+        path.write_text(json.dumps(report.to_dict(), indent=2, default=str))
+        store.save_files(args.generations_repo_id, {f"cost_report-{args.generations_config}.json": path})
+    return StageResult(generations, location, {"cost": report.to_dict(), "report": str(report)})

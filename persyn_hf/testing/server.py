@@ -7,8 +7,8 @@ fixed service latency. Tests inject faults: HTTP 429 / 424 / 503 / 422, slow res
 Usage, as a process (prints the URL, serves until killed):
 
 ```bash
-python -m persyn_hf.teachers.server --latency_ms 50
-python -m persyn_hf.teachers.server --model_path path/to/tiny-model --port 8080
+python -m persyn_hf.testing.server --latency_ms 50
+python -m persyn_hf.testing.server --model_path path/to/tiny-model --port 8080
 ```
 
 In Python:
@@ -232,7 +232,7 @@ class TeacherServer:
                         prompt, add_generation_prompt=True, tokenize=False
                     )
                 generation = {"max_new_tokens": self.max_new_tokens, **generation}
-                [done] = await asyncio.to_thread(self.engine.generate_rendered, [prompt], generation, seed)
+                [done] = await asyncio.to_thread(self.engine.generate_rendered, [prompt], generation, [seed])
                 result = done.text, done.finish_reason, done.prompt_tokens, done.completion_tokens
         finally:
             self._in_flight -= 1

@@ -1,0 +1,266 @@
+"""The score stage: every teacher response's quality, its learnability for the student, and their mix (Eq. 1-2).
+
+Reads the generations and their prompts, scores each response with the chosen quality scorer and with the student
+(`persyn_hf.learnability`), mixes both per prompt (`persyn_hf.rewards.mix_rewards`), and writes the scores dataset
+(`prompt_id`, `teacher`, `quality`, `learnability`, `reward`) with a card that records α, the student and the
+scorers: the router trained on these scores reads α from there. Under `accelerate launch` the responses are split
+across the processes. Quality is kept on disk as soon as it is computed, so a run that fails later (e.g. loading the
+student) reuses it when run again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from persyn_hf.configs import DTYPES, INFERENCE_DTYPE, check_choice, check_positive
+from persyn_hf.contracts import CONTRACTS, StageResult, prompt_messages
+from persyn_hf.errors import ConfigError, DataError
+from persyn_hf.rewards import (
+    NORMALIZATIONS,
+    QUALITY_SCORERS,
+    check_alpha,
+    check_scorer_inputs,
+    load_for_scoring,
+    mix_rewards,
+)
+from persyn_hf.store import ArtifactStore
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ScoreArguments:
+    """What `persyn-hf score` reads and writes.
+
+    Parameters:
+        generations_repo_id (`str`):
+            Artifact of the teachers' responses (`persyn-hf generate`).
+        prompts_repo_id (`str`):
+            Artifact of the prompts the responses answer (`prompt_id`, `prompt` or `messages`, `answer` for math).
+        student (`str`):
+            The student whose learnability is measured (its chat template renders prompts): a local folder, an
+            artifact of the store, or a Hub id.
+        scores_repo_id (`str`):
+            Artifact the scores are written to.
+        generations_config (`str`, *optional*, defaults to `"default"`):
+            Dataset config of the generations artifact.
+        prompts_config (`str`, *optional*, defaults to `"default"`):
+            Dataset config of the prompts artifact.
+        generations_split (`str`, *optional*, defaults to `"train"`):
+            Split of the generations to score (e.g. `"router"` for the router subset of Magpie-Zoo).
+        prompts_split (`str`, *optional*, defaults to `"train"`):
+            Split of the prompts holding every scored prompt.
+    """
+
+    generations_repo_id: str = field(metadata={"help": "Artifact of the teachers' responses (persyn-hf generate)."})
+    prompts_repo_id: str = field(metadata={"help": "Artifact of the prompts the responses answer."})
+    student: str = field(metadata={"help": "The student: a local folder, a store artifact or a Hub id."})
+    scores_repo_id: str = field(metadata={"help": "Artifact the scores are written to."})
+    generations_config: str = field(default="default", metadata={"help": "Dataset config of the generations."})
+    prompts_config: str = field(default="default", metadata={"help": "Dataset config of the prompts."})
+    generations_split: str = field(default="train", metadata={"help": "Split of the generations to score."})
+    prompts_split: str = field(default="train", metadata={"help": "Split of the prompts holding the scored ones."})
+
+
+@dataclass
+class ScoringConfig:
+    """How responses are scored (paper §2.1).
+
+    Parameters:
+        quality_scorer (`str`, *optional*, defaults to `"reward_model"`):
+            Name of the quality scorer in `QUALITY_SCORERS`: `reward_model`, `math_verify` or `precomputed`.
+        reward_model (`str` or `None`, *optional*, defaults to `None`):
+            Path or Hub id of an `AutoModelForSequenceClassification` reward model, for `reward_model`.
+        quality_column (`str` or `None`, *optional*, defaults to `None`):
+            Column of the generations that already holds the quality, for `precomputed`.
+        math_verify_timeout_s (`float`, *optional*, defaults to `5.0`):
+            Time limit of one math-verify check, for `math_verify`; a check that overruns counts as not correct.
+        alpha (`float`, *optional*, defaults to `0.4`):
+            Weight of learnability in Eq. 2, r = (1-α)·quality + α·learnability. 0 and 1 are the paper's
+            "w/o learnability" and "w/o quality" ablations. Recorded on the scores' card, where the router reads it.
+        normalization (`str`, *optional*, defaults to `"minmax"`):
+            Per-prompt normalisation across teachers before mixing: `minmax` or `zscore`.
+        batch_size (`int`, *optional*, defaults to `16`):
+            Most responses in one forward pass of the student or the reward model.
+        max_tokens_per_batch (`int`, *optional*, defaults to `16384`):
+            Most padded tokens in one forward pass; batches are length-bucketed so that padding stays small.
+        dtype (`str`, *optional*, defaults to `"auto"`):
+            Dtype the student and reward model are loaded in (`persyn_hf.configs`: models that run load `auto`).
+    """
+
+    quality_scorer: str = field(
+        default="reward_model", metadata={"help": "Quality scorer: reward_model, math_verify or precomputed."}
+    )
+    reward_model: str | None = field(
+        default=None, metadata={"help": "Path or Hub id of the reward model (quality_scorer=reward_model)."}
+    )
+    quality_column: str | None = field(
+        default=None, metadata={"help": "Generations column holding the quality (quality_scorer=precomputed)."}
+    )
+    math_verify_timeout_s: float = field(
+        default=5.0, metadata={"help": "Time limit of one math-verify check; overrunning counts as not correct."}
+    )
+    alpha: float = field(default=0.4, metadata={"help": "Weight of learnability in Eq. 2, in [0, 1]."})
+    normalization: str = field(
+        default="minmax", metadata={"help": "Per-prompt normalisation across teachers: minmax or zscore."}
+    )
+    batch_size: int = field(default=16, metadata={"help": "Most responses in one forward pass."})
+    max_tokens_per_batch: int = field(default=16384, metadata={"help": "Most padded tokens in one forward pass."})
+    dtype: str = field(default=INFERENCE_DTYPE, metadata={"help": "Model dtype: auto, float32, bfloat16 or float16."})
+
+    def __post_init__(self):
+        check_alpha(self.alpha)
+        if self.quality_scorer not in QUALITY_SCORERS:
+            raise ConfigError(
+                f"Unknown `quality_scorer` {self.quality_scorer!r}; choose one of {list(QUALITY_SCORERS)}"
+            )
+        check_choice("normalization", self.normalization, NORMALIZATIONS)
+        check_choice("dtype", self.dtype, DTYPES)
+        check_positive(self, "batch_size", "max_tokens_per_batch")
+        if self.quality_scorer == "reward_model" and not self.reward_model:
+            raise ConfigError("`quality_scorer: reward_model` needs `reward_model` (a path or Hub id).")
+        if self.quality_scorer == "precomputed" and not self.quality_column:
+            raise ConfigError("`quality_scorer: precomputed` needs `quality_column` (the column holding the quality).")
+
+
+def scoring_rows(generations: Dataset, prompts: Dataset) -> Dataset:
+    """The generations with their prompt as chat `messages` (and the gold `answer` when the prompts have one)."""
+    by_id = {row["prompt_id"]: row for row in prompts}
+    unknown = sorted({p for p in generations["prompt_id"] if p not in by_id}, key=str)
+    if unknown:
+        raise DataError(
+            f"{len(unknown)} prompt_id(s) of the generations are not in the prompts dataset (first: {unknown[:3]}): "
+            "pass the prompts dataset the generations were made from."
+        )
+    rows = generations.add_column("messages", [prompt_messages(by_id[p]) for p in generations["prompt_id"]])
+    if "answer" in prompts.column_names and "answer" not in generations.column_names:
+        rows = rows.add_column("answer", [by_id[p]["answer"] for p in generations["prompt_id"]])
+    return rows
+
+
+def quality_scores(rows: Dataset, config: ScoringConfig, cache: Path | None, device, show_progress=True) -> list:
+    """The quality of every row, from `cache` when an earlier run of the same scorer on the same rows stored it."""
+    key = hashlib.sha256(
+        json.dumps(
+            [config.quality_scorer, config.reward_model, config.quality_column, config.math_verify_timeout_s,
+             rows["prompt_id"], rows["teacher"], rows["response"]],
+            default=str,
+        ).encode()
+    ).hexdigest()[:16]  # fmt: skip
+    path = cache / f"quality-{key}.json" if cache is not None else None
+    if path is not None and path.is_file():
+        logger.info("Reusing the quality scores stored in %s", path)
+        return json.loads(path.read_text())
+    quality = QUALITY_SCORERS[config.quality_scorer](rows, config, device=device, show_progress=show_progress)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(quality))
+    return quality
+
+
+def score_responses(
+    rows: Dataset, student: str, config: ScoringConfig, device="cpu", show_progress=True, cache: Path | None = None
+):
+    """(quality, learnability) of every row: the configured quality scorer, then Eq. 1 with the student."""
+    from transformers import AutoModelForCausalLM
+
+    from persyn_hf.learnability import learnability_scores
+
+    quality = quality_scores(rows, config, cache, device, show_progress)
+    model, tokenizer = load_for_scoring(AutoModelForCausalLM, student, config.dtype, device)
+    learnability = learnability_scores(
+        model,
+        tokenizer,
+        rows["messages"],
+        rows["response"],
+        config.batch_size,
+        config.max_tokens_per_batch,
+        show_progress,
+    )
+    return quality, learnability
+
+
+def scores_card(args: ScoreArguments, scoring: ScoringConfig, scores: Dataset, summary: dict):
+    """The scores' card: what was scored, for which student, how, and α (which the router's card repeats)."""
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    from persyn_hf.cards import hub_link
+    from persyn_hf.templates import template_path
+
+    persyn = {
+        "artifact": "scores",
+        "generations_repo_id": args.generations_repo_id,
+        "student": args.student,
+        "alpha": scoring.alpha,
+        "normalization": scoring.normalization,
+        "quality_scorer": scoring.quality_scorer,
+        "reward_model": scoring.reward_model,
+        **summary,
+    }
+    return DatasetCard.from_template(
+        DatasetCardData(pretty_name=f"PerSyn scores for {args.student}", tags=["persyn", "rewards"], persyn=persyn),
+        template_path=template_path("scores_card.md"),
+        pretty_name=f"PerSyn scores for {args.student}",
+        generations_link=hub_link(args.generations_repo_id, "dataset"),
+        student_link=hub_link(args.student),
+        teachers=sorted(set(scores["teacher"])),
+        num_rows=len(scores),
+        **persyn,
+    )
+
+
+def run(args: ScoreArguments, scoring: ScoringConfig, store: ArtifactStore | None = None) -> StageResult:
+    """Score every response of the generations for the student; returns the scores, where they went and counts.
+
+    Every input is checked before any model is loaded; under `accelerate launch` only the main process writes.
+    """
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+    from datasets import Dataset
+
+    store = store or ArtifactStore()
+    state = PartialState()
+    store.check_output(args.scores_repo_id, "scores_repo_id")
+    student = store.resolve(args.student, "student", hub_ids=True)
+    generations = store.load_dataset(
+        args.generations_repo_id, args.generations_config, args.generations_split, contract="generations"
+    )
+    prompts = store.load_dataset(args.prompts_repo_id, args.prompts_config, args.prompts_split, contract="prompts")
+    rows = scoring_rows(generations, prompts)
+    check_scorer_inputs(rows, scoring)
+    cache = None if store.hub else Path(store.root, ".persyn-results", args.scores_repo_id)
+    with state.split_between_processes(list(range(len(rows)))) as shard:
+        quality, learnability = score_responses(
+            rows.select(shard), student, scoring, state.device, state.is_local_main_process, cache
+        )
+        scored = list(zip(shard, quality, learnability))
+    scored = sorted(gather_object(scored))
+    scores = Dataset.from_dict(
+        {
+            "prompt_id": rows["prompt_id"],
+            "teacher": rows["teacher"],
+            "quality": [q for _, q, _ in scored],
+            "learnability": [lrn for _, _, lrn in scored],
+        }
+    )
+    scores = mix_rewards(scores, scoring.alpha, scoring.normalization)
+    scores = scores.cast(CONTRACTS["scores"].features(prompt_id=generations.features["prompt_id"]))
+    summary = {
+        "num_prompts": len(set(rows["prompt_id"])),
+        "quality_missing": sum(1 for _, q, _ in scored if q is None or math.isnan(q)),
+        "learnability_missing": sum(1 for _, _, lrn in scored if lrn is None or math.isnan(lrn)),
+    }
+    location = store.location(args.scores_repo_id)
+    if state.is_main_process:
+        location = store.save_dataset(args.scores_repo_id, scores, card=scores_card(args, scoring, scores, summary))
+    state.wait_for_everyone()
+    return StageResult(scores, location, summary)
