@@ -191,12 +191,15 @@ def run(script_args: SFTScriptArguments, training_args, model_args, store: Artif
 
     `training_args` is TRL's `SFTConfig`, `model_args` its `ModelConfig`.
     """
+    from transformers import set_seed
+
     store = store or ArtifactStore()
     store.check_output(script_args.student_repo_id, "student_repo_id")
     model_args.model_name_or_path = store.resolve(model_args.model_name_or_path, "model_name_or_path", hub_ids=True)
     dataset = load_sft_dataset(store, script_args)
     strategy = dataset_strategy(dataset, script_args.dataset_repo_id)
 
+    set_seed(training_args.seed)  # LoRA adapters are initialised before the Trainer seeds itself
     trainer = make_trainer(dataset, training_args, model_args)
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     from accelerate.utils import broadcast_object_list

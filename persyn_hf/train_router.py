@@ -179,6 +179,8 @@ def run(
     `training_args` is a `RouterConfig` (the router's `TrainingArguments`). Every input is checked before the
     backbone is loaded; under `accelerate launch` only the main process saves.
     """
+    from transformers import set_seed
+
     from persyn_hf.pairs import pairwise_export, router_rows
     from persyn_hf.router import PersynRouterModel
     from persyn_hf.router_trainer import router_card, train_router
@@ -196,6 +198,7 @@ def run(
     student, alpha = scores_provenance(store, args.scores_repo_id, training_args)
     rows = router_rows(scores, prompts, names)
     train_rows, eval_rows = split_rows(rows, args.eval_size, training_args.seed)
+    set_seed(training_args.seed)  # the head's initial weights too: the same seed, the same router
     router, tokenizer = PersynRouterModel.from_backbone(
         model_args.model_name_or_path,
         teachers=names,

@@ -139,6 +139,36 @@ def test_local_backend_batches_waiting_requests(tiny_llama_path, monkeypatch):
     assert [c.text for c in completions[:3]] == [c.text for c in completions[3:6]]
 
 
+def test_local_sampling_does_not_depend_on_the_batch(tiny_llama_path):
+    """Per-request seeds and a fixed batch shape: each response is the same alone, in any batch, in any order."""
+    spec = TeacherSpec(
+        name="t",
+        model_id="org/tiny",
+        family="tiny",
+        size_b=1,
+        model_path=tiny_llama_path,
+        generation={"max_new_tokens": 12, "temperature": 1.5, "top_p": 0.9},
+        backend_args={"batch_size": 4},
+    )
+    conversations = [[{"role": "user", "content": f"Question {i}: " + "why? " * i}] for i in range(7)]
+    seeds = [100 + i for i in range(7)]
+
+    async def answers(order: list[int], concurrent: bool):
+        backend = LocalBackend(spec)
+        await backend.start()
+        try:
+            calls = [backend.generate(conversations[i], seeds[i]) for i in order]
+            done = await asyncio.gather(*calls) if concurrent else [await call for call in calls]
+        finally:
+            await backend.close()
+        return {i: completion.text for i, completion in zip(order, done)}
+
+    alone = asyncio.run(answers(list(range(7)), concurrent=False))
+    assert len(set(alone.values())) == 7
+    assert asyncio.run(answers(list(range(7)), concurrent=True)) == alone
+    assert asyncio.run(answers([6, 2, 5, 0, 3, 1, 4], concurrent=True)) == alone
+
+
 def test_no_hugging_face_token_reaches_a_server_unless_asked(monkeypatch, hub_client_online):
     monkeypatch.setenv("HF_TOKEN", "hf_secret")
     monkeypatch.setenv("MY_SERVER_KEY", "sk-123")

@@ -56,13 +56,3 @@ def test_unknown_flag_is_an_error_naming_it(tmp_path):
     )
     assert result.returncode == 2
     assert "not used by the HfArgumentParser: ['--no_such_flag', '1']" in result.stderr
-
-
-def test_import_stays_light():
-    code = (
-        "import sys, persyn_hf\n"
-        "heavy = [m for m in ('trl.trainer', 'trl.trainer.sft_trainer', 'lm_eval', 'peft') if m in sys.modules]\n"
-        "print(heavy)"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "[]"

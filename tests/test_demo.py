@@ -1,5 +1,8 @@
-"""`persyn-hf demo --config recipes/demo/config_quick.yaml`: the whole method, end to end, on the quick world."""
+"""`persyn-hf demo` on the quick world, end to end: once from the command line in a directory outside the repository
+(the demo's recipes ship inside the package), once through the Python API inside a running event loop (as in a
+notebook); both runs must give the same results."""
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -9,32 +12,56 @@ import pytest
 import yaml
 from datasets import load_dataset
 from huggingface_hub import DatasetCard, ModelCard
-from transformers import AutoModel
+from transformers import AutoModel, AutoTokenizer
 
-from persyn_hf.demo.pipeline import STRATEGIES
+from persyn_hf.demo.pipeline import RECIPES_DIR, STRATEGIES, DemoArguments, run_demo
 from persyn_hf.router import PersynRouterModel
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
+QUICK = RECIPES_DIR / "config_quick.yaml"
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("demo-cache")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, cache_dir):
+    """The quick demo through the console script, run from a directory that holds no recipes."""
     out = tmp_path_factory.mktemp("demo")
     command = [
-        str(Path(sys.executable).with_name("persyn-hf")), "demo", "--config", "recipes/demo/config_quick.yaml",
-        "--output_dir", str(out), "--store_root", str(out / "store"), "--cache_dir", str(out / "cache"),
+        str(Path(sys.executable).with_name("persyn-hf")), "demo", "--config", str(QUICK),
+        "--output_dir", str(out), "--store_root", str(out / "store"), "--cache_dir", str(cache_dir),
     ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path_factory.mktemp("elsewhere"))
     assert result.returncode == 0, result.stderr[-3000:]
     return out, result.stdout
+
+
+@pytest.fixture(scope="module")
+def demo_in_event_loop(tmp_path_factory, cache_dir, demo):
+    """The same demo through the Python API, called from a coroutine: a running event loop, as in Jupyter."""
+    out = tmp_path_factory.mktemp("demo-api")
+    args = yaml.safe_load(QUICK.read_text())
+    args.update(output_dir=str(out), store_root=str(out / "store"), cache_dir=str(cache_dir))
+
+    async def notebook_cell():
+        assert asyncio.get_running_loop().is_running()
+        return run_demo(DemoArguments(**args))
+
+    return out, asyncio.run(notebook_cell())
+
+
+def without_timings(report: dict) -> dict:
+    return {key: value for key, value in report.items() if key not in ("wall_time_s", "world")}
 
 
 def test_prints_the_table_and_writes_results(demo):
     out, stdout = demo
     report = json.loads((out / "results.json").read_text())
     assert [row["strategy"] for row in report["results"]] == STRATEGIES
-    teachers = [t["name"] for t in yaml.safe_load((REPO / "recipes/demo/teachers.yaml").read_text())["teachers"]]
+    teachers = [t["name"] for t in yaml.safe_load((RECIPES_DIR / "teachers.yaml").read_text())["teachers"]]
     routed = 48 * 4 + 96  # the router's parallel subset, then one teacher per prompt
     needed = {"persyn": routed, "persyn_wo_quality": routed, "persyn_wo_learnability": routed, "car": routed}
     needed["oracle"] = 96 * 4
@@ -51,6 +78,13 @@ def test_prints_the_table_and_writes_results(demo):
     assert report["wall_time_s"]["total"] >= report["wall_time_s"]["world"] > 0
 
 
+def test_the_python_api_in_a_running_event_loop_gives_the_same_results(demo, demo_in_event_loop):
+    cli_report = json.loads((demo[0] / "results.json").read_text())
+    api_out, api_report = demo_in_event_loop
+    assert json.loads((api_out / "results.json").read_text()) == api_report
+    assert without_timings(api_report) == without_timings(cli_report)
+
+
 def test_allocation_chart_is_a_png(demo):
     out, _ = demo
     assert (out / "allocation_persyn.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -65,8 +99,6 @@ def test_router_loads_with_automodel_and_routes_like_the_assignments(demo):
         "train"
     ]
     prompts = load_dataset("parquet", data_files=str(out / "store/demo/prompts/data/*.parquet"))["train"]
-    from transformers import AutoTokenizer
-
     tokenizer = AutoTokenizer.from_pretrained(out / "store" / "demo" / "persyn-router")
     names, _ = router.route(prompts["prompt"][:8], tokenizer, show_progress=False)
     assert names == assignments["teacher"][:8]

@@ -27,7 +27,8 @@ from persyn_hf.teachers.spec import TeacherSpec
 
 # Finish reasons are reported in the OpenAI vocabulary whatever the server says.
 FINISH_REASONS = {"eos_token": "stop", "stop_sequence": "stop", "stop": "stop", "length": "length"}
-NO_API_KEY = "EMPTY"  # the placeholder OpenAI-compatible servers accept when they need no key
+NO_API_KEY = "EMPTY"
+PROMPT_BUCKET = 64  # the local backend left-pads prompts to a multiple of this many tokens  # the placeholder OpenAI-compatible servers accept when they need no key
 # `from_pretrained` is not thread-safe (it sets process-wide init contexts): local teachers load one at a time.
 _LOAD_LOCK = threading.Lock()
 
@@ -323,15 +324,20 @@ class SeededSampling:
 
 @dataclass
 class _Pending:
-    messages: list[dict]
+    prompt: str
     seed: int | None
     future: asyncio.Future = field(repr=False)
+    bucket: int | None = None  # set by the batching loop: the tokenizer is not safe to share across threads
 
 
 class LocalBackend:
     """A teacher run in-process with `transformers`, batching the requests that wait while a batch runs.
 
-    The pool's per-request time-out does not apply: a running batch cannot be interrupted.
+    Every batch has the same shape: `batch_size` rows (filled up with copies of its first prompt) and prompts
+    left-padded to a multiple of `PROMPT_BUCKET` tokens, one bucket per batch. Matrix kernels round the same way for
+    the same shapes, so a request's response depends on its prompt and its seed only, bit for bit, never on the
+    requests it happened to be batched with. The pool's per-request time-out does not apply: a running batch cannot
+    be interrupted.
     """
 
     def __init__(self, spec: TeacherSpec, request_timeout_s: float | None = None):
@@ -362,22 +368,36 @@ class LocalBackend:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
 
+    def render(self, messages: list[dict]) -> str:
+        """The prompt as the teacher's chat template renders it, ready for the assistant's turn."""
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def bucket(self, prompt: str) -> int:
+        """The length bucket of a rendered prompt: its token count in units of `PROMPT_BUCKET`, rounded up."""
+        return -(-len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"]) // PROMPT_BUCKET)
+
     async def generate(self, messages: list[dict], seed: int | None = None) -> Completion:
         future = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(messages, seed, future))
+        await self._queue.put(_Pending(self.render(messages), seed, future))
         return await future
 
     async def _serve(self) -> None:
+        waiting: list[_Pending] = []
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self.config.batch_size and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            batch = [pending for pending in batch if not pending.future.done()]  # drop cancelled callers
-            if not batch:
+            if not waiting:
+                waiting.append(await self._queue.get())
+            while not self._queue.empty():
+                waiting.append(self._queue.get_nowait())
+            waiting = [pending for pending in waiting if not pending.future.done()]  # drop cancelled callers
+            if not waiting:
                 continue
+            for pending in waiting:  # here, never while a batch runs: one thread uses the tokenizer at a time
+                pending.bucket = pending.bucket or self.bucket(pending.prompt)
+            batch = [pending for pending in waiting if pending.bucket == waiting[0].bucket][: self.config.batch_size]
+            waiting = [pending for pending in waiting if all(pending is not chosen for chosen in batch)]
             try:
                 completions = await asyncio.to_thread(
-                    self.generate_batch, [p.messages for p in batch], [p.seed for p in batch]
+                    self.generate_rendered, [p.prompt for p in batch], self.spec.generation, [p.seed for p in batch]
                 )
             except Exception as error:  # every caller of the batch sees the error
                 for pending in batch:
@@ -388,28 +408,23 @@ class LocalBackend:
                 if not pending.future.done():
                     pending.future.set_result(completion)
 
-    def generate_batch(self, conversations: list[list[dict]], seeds: list[int | None]) -> list[Completion]:
-        """One response per conversation, rendered with the teacher's chat template, in one batch."""
-        prompts = [
-            self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-            for messages in conversations
-        ]
-        return self.generate_rendered(prompts, self.spec.generation, seeds)
-
     def generate_rendered(self, prompts: list[str], generation: dict, seeds: list[int | None]) -> list[Completion]:
-        """One response per already rendered prompt in one `model.generate` call (thread-safe).
-
-        A sampled response depends on its prompt and its seed only, not on the other prompts of the batch: each
-        prompt draws from its own seeded stream (`SeededSampling`).
-        """
+        """One response per already rendered prompt in one `model.generate` call of the backend's fixed shape
+        (thread-safe). Each prompt samples from its own seeded stream (`SeededSampling`)."""
         import torch
 
         generation = dict(generation)
         stop = generation.pop("stop", None)
-        sampling = SeededSampling.from_generation(generation, seeds)
-        inputs = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        inputs = inputs.to(self.model.device)
-        with self._lock, torch.inference_mode():
+        filler = max(self.config.batch_size - len(prompts), 0)
+        sampling = SeededSampling.from_generation(generation, [*seeds, *[0] * filler])
+        with self._lock, torch.inference_mode():  # the tokenizer and the model serve one thread at a time
+            inputs = self.tokenizer(
+                [*prompts, *[prompts[0]] * filler],
+                return_tensors="pt",
+                padding=True,
+                pad_to_multiple_of=PROMPT_BUCKET,
+                add_special_tokens=False,
+            ).to(self.model.device)
             output = self.model.generate(
                 **inputs,
                 **generation,
@@ -419,8 +434,8 @@ class LocalBackend:
                 tokenizer=self.tokenizer if stop else None,
                 pad_token_id=self.tokenizer.pad_token_id,
             )
-        generated = output[:, inputs["input_ids"].shape[1] :].tolist()
-        prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
+        generated = output[: len(prompts), inputs["input_ids"].shape[1] :].tolist()
+        prompt_lengths = inputs["attention_mask"][: len(prompts)].sum(dim=1).tolist()
         return [
             self._completion(tokens, prompt_tokens, stop) for tokens, prompt_tokens in zip(generated, prompt_lengths)
         ]

@@ -133,7 +133,12 @@ class TeacherServer:
             from persyn_hf.teachers.spec import TeacherSpec
 
             spec = TeacherSpec(
-                name="server", model_id=self.model_id, family="local", size_b=1, model_path=self.model_path
+                name="server",
+                model_id=self.model_id,
+                family="local",
+                size_b=1,
+                model_path=self.model_path,
+                backend_args={"batch_size": 1},  # one request per forward pass: no filler rows
             )
             self.engine = LocalBackend(spec)
             self.engine.config.device = "cpu"
