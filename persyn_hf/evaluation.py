@@ -19,6 +19,9 @@ from persyn_hf.contracts import StageResult
 from persyn_hf.errors import ConfigError
 from persyn_hf.eval_tasks import TASKS_DIR
 from persyn_hf.store import ArtifactStore
+from persyn_hf.verify import CORRECT, INCORRECT, TIMEOUT, UNPARSEABLE_GOLD
+
+VERDICTS = (CORRECT, INCORRECT, TIMEOUT, UNPARSEABLE_GOLD)
 
 HELDOUT_TASK = "persyn_heldout"
 RESULTS_FILE = "results.json"
@@ -60,6 +63,9 @@ class EvalArguments:
             Seed of Python, NumPy, torch and few-shot sampling.
         output_dir (`str`, *optional*, defaults to `"eval_results"`):
             Directory the results JSON is written to, as `results.json`.
+        log_samples (`bool`, *optional*, defaults to `False`):
+            Also report each problem's verdict for persyn-hf's math-verify tasks (`{task: {prompt_id: correct}}`,
+            under `problems` in the summary and `results.json`), e.g. for paired comparisons between students.
         heldout_dataset (`str`, *optional*): Deprecated name of `heldout_repo_id`.
     """
 
@@ -93,6 +99,9 @@ class EvalArguments:
     )
     seed: int = field(default=1234, metadata={"help": "Seed of Python, NumPy, torch and few-shot sampling."})
     output_dir: str = field(default="eval_results", metadata={"help": "Directory `results.json` is written to."})
+    log_samples: bool = field(
+        default=False, metadata={"help": "Also report each problem's verdict (persyn-hf's math-verify tasks)."}
+    )
     heldout_dataset: str | None = field(default=None, metadata={"help": "Deprecated: use `heldout_repo_id`."})
 
     def __post_init__(self):
@@ -165,6 +174,20 @@ def summarize(results: dict) -> dict:
     return summary
 
 
+def problem_verdicts(samples: dict[str, list[dict]]) -> dict[str, dict[str, bool]]:
+    """`{task: {prompt_id: correct}}` from lm-eval's logged samples, for the tasks that keep math-verify's verdict per
+    problem (`persyn_hf.eval_tasks`)."""
+    return {
+        task: {str(sample["doc"]["prompt_id"]): sample["accuracy"] == CORRECT for sample in task_samples}
+        for task, task_samples in samples.items()
+        if task_samples and sample_has_verdict(task_samples[0])
+    }
+
+
+def sample_has_verdict(sample: dict) -> bool:
+    return "prompt_id" in sample["doc"] and sample.get("accuracy") in VERDICTS
+
+
 def run(args: EvalArguments, store: ArtifactStore | None = None) -> StageResult:
     """Evaluate `args.model_name_or_path`; write `results.json` and return `{"model": ..., "tasks": {...}}` as the
     artifact and the summary (lm-eval's table under `"table"`). Processes other than the main one return an empty
@@ -209,7 +232,7 @@ def run(args: EvalArguments, store: ArtifactStore | None = None) -> StageResult:
         apply_chat_template=args.apply_chat_template,
         fewshot_as_multiturn=args.fewshot_as_multiturn,
         gen_kwargs={"max_gen_toks": args.max_gen_toks} if args.max_gen_toks is not None else None,
-        log_samples=False,
+        log_samples=args.log_samples,
         random_seed=args.seed,
         numpy_random_seed=args.seed,
         torch_random_seed=args.seed,
@@ -219,6 +242,8 @@ def run(args: EvalArguments, store: ArtifactStore | None = None) -> StageResult:
     if results is None:  # not the main process
         return StageResult({}, str(output), {})
     summary = {"model": args.model_name_or_path, "tasks": summarize(results)}
+    if args.log_samples:
+        summary["problems"] = problem_verdicts(results.pop("samples"))
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps({**summary, "lm_eval": results}, indent=2, default=handle_non_serializable))
     return StageResult(summary, str(output), {**summary, "table": make_table(results)})

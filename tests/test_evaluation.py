@@ -69,11 +69,11 @@ def save_heldout(store):
     store.save_dataset("me/heldout", heldout, split="test")
 
 
-def run_heldout_eval(model, store, output_dir):
+def run_heldout_eval(model, store, output_dir, *extra):
     cli.main(
         ["eval", "--config", str(HELDOUT_RECIPE), "--model_name_or_path", model,
          "--heldout_repo_id", "me/heldout", "--store_root", str(store.root), "--dtype", "float32",
-         "--max_gen_toks", "16", "--batch_size", "5", "--output_dir", str(output_dir)]
+         "--max_gen_toks", "16", "--batch_size", "5", "--output_dir", str(output_dir), *extra]
     )  # fmt: skip
     return json.loads((output_dir / "results.json").read_text())
 
@@ -100,6 +100,17 @@ def test_eval_heldout_recipe_reports_math_verify_accuracy(answers_42_path, tmp_p
 
     assert results["tasks"]["persyn_heldout"] == {"accuracy": pytest.approx(3 / 5), "num_fewshot": 0, "num_samples": 5}
     assert results["lm_eval"]["results"]["persyn_heldout"]["accuracy,none"] == pytest.approx(3 / 5)
+    assert "problems" not in results
+
+
+def test_eval_reports_each_problems_verdict_when_asked(answers_42_path, tmp_path):
+    store = ArtifactStore(tmp_path / "store")
+    save_heldout(store)
+
+    results = run_heldout_eval(answers_42_path, store, tmp_path / "eval", "--log_samples", "true")
+
+    # the model answers 42 to every problem: right where the gold is 42, 42.0 or 84/2 (t0, t2, t4)
+    assert results["problems"]["persyn_heldout"] == {"t0": True, "t1": False, "t2": True, "t3": False, "t4": True}
 
 
 def test_eval_applies_a_lora_adapter_from_the_store(answers_42_path, tiny_tokenizer, tmp_path):

@@ -2,7 +2,9 @@
 
 `TASKS_DIR` is passed to `lm_eval.tasks.TaskManager(include_path=...)`; it holds
 `persyn_heldout` (a held-out split of prompts with gold answers, e.g. the demo world's test split) and
-`svamp` (SVAMP, which lm-eval does not ship). `METRIC_PATH` is the `evaluate` metric module both use.
+`svamp` (SVAMP, which lm-eval does not ship); both judge answers with math-verify (`persyn_hf.verify`) and keep
+each problem's verdict in lm-eval's logged samples. `METRIC_PATH` is the same check as an `evaluate` metric, for
+scoring responses outside lm-eval.
 """
 
 from pathlib import Path

@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from functools import cache
+from collections import Counter
 
 import datasets
 
 from persyn_hf.contracts import validate
 from persyn_hf.errors import ConfigError
-from persyn_hf.eval_tasks import METRIC_PATH
+from persyn_hf.verify import CORRECT, TIMEOUT, UNPARSEABLE_GOLD, check_answer
 
 SVAMP_DATASET = "ChilleD/SVAMP"
 
@@ -57,27 +57,21 @@ def _svamp_doc(row: dict) -> dict:
     }
 
 
-def gold_and_response(doc: dict, results: list[str]) -> dict:
-    """Keep (gold, response) per problem; `math_verify_accuracy` judges them all at once."""
-    return {"accuracy": (doc["answer"], results[0])}
+def math_verdict(doc: dict, results: list[str]) -> dict:
+    """math-verify's verdict on one problem (`correct`, `incorrect`, `timeout` or `unparseable_gold`): kept per
+    problem in lm-eval's logged samples, counted by `math_verify_accuracy`."""
+    return {"accuracy": check_answer(doc["answer"], results[0])}
 
 
-@cache
-def _metric():
-    import evaluate
-
-    return evaluate.load(METRIC_PATH, keep_in_memory=True)
-
-
-def math_verify_accuracy(items: list[tuple[str, str]]) -> float:
-    """Share of responses math-verify finds equal to their gold answer (the `evaluate` metric beside this file)."""
-    golds, responses = zip(*items)
-    result = _metric().compute(predictions=list(responses), references=list(golds))
-    if result["timeouts"] or result["unparseable_gold"]:
+def math_verify_accuracy(verdicts: list[str]) -> float:
+    """Share of responses math-verify finds equal to their gold answer; time-outs and unparseable gold answers
+    count as wrong, and are counted in a warning."""
+    counts = Counter(verdicts)
+    if counts[TIMEOUT] or counts[UNPARSEABLE_GOLD]:
         logger.warning(
             "math-verify: of %d answers, %d checks timed out and %d gold answers did not parse; all counted wrong.",
-            len(items),
-            result["timeouts"],
-            result["unparseable_gold"],
+            len(verdicts),
+            counts[TIMEOUT],
+            counts[UNPARSEABLE_GOLD],
         )
-    return result["accuracy"]
+    return counts[CORRECT] / len(verdicts)
