@@ -1,0 +1,110 @@
+"""The statistics and figures of the demo's report: seeds, paired comparisons, router baselines, charts.
+
+- `seed_summary`: mean ± standard deviation of a strategy's held-out accuracy over student seeds, every seed kept;
+- `paired_difference`: accuracy of one strategy minus another's on the same problems and seeds, with a bootstrap
+  confidence interval over problems;
+- `router_baselines`: the Hit@k a router must beat: chance (a random teacher) and the majority class (always the
+  teacher most often best on the router's training prompts);
+- `line_chart`, `scatter_chart`: the PNG figures (α sweep, data-size curve, reward against student gain).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def seed_summary(accuracies: list[float]) -> dict:
+    """`{"mean", "std", "seeds"}` of accuracies over seeds (population std; 0 for one seed)."""
+    values = np.asarray(accuracies, dtype=np.float64)
+    return {"mean": float(values.mean()), "std": float(values.std()), "seeds": [float(v) for v in values]}
+
+
+def paired_difference(
+    ours: list[dict[str, bool]], theirs: list[dict[str, bool]], num_resamples: int = 2000, seed: int = 0
+) -> dict:
+    """Accuracy of `ours` minus `theirs`, paired by seed and problem, with a 95% bootstrap CI over problems.
+
+    Each argument holds one `{prompt_id: correct}` per seed, seeds in the same order. A problem's score is its mean
+    correctness over the seeds; the problems are resampled with replacement `num_resamples` times.
+    """
+    problems = sorted(ours[0])
+    a = np.array([[run[p] for p in problems] for run in ours], dtype=np.float64).mean(axis=0)
+    b = np.array([[run[p] for p in problems] for run in theirs], dtype=np.float64).mean(axis=0)
+    gaps = a - b
+    draws = np.random.default_rng(seed).integers(len(problems), size=(num_resamples, len(problems)))
+    means = gaps[draws].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {"difference": float(gaps.mean()), "ci95": [float(low), float(high)], "num_problems": len(problems)}
+
+
+def hit_rows(choices: np.ndarray, rewards: np.ndarray, k: int) -> np.ndarray:
+    """Per prompt, whether the chosen teacher has a known reward and fewer than `k` teachers with a strictly higher
+    one (ties never count against the choice, as in the router's own Hit@k)."""
+    chosen = rewards[np.arange(len(rewards)), choices]
+    higher = (np.where(np.isfinite(rewards), rewards, -np.inf) > chosen[:, None]).sum(axis=1)
+    return (higher < k) & np.isfinite(chosen)
+
+
+def router_baselines(train_rewards: np.ndarray, eval_rewards: np.ndarray, ks: tuple[int, ...] = (1, 3)) -> dict:
+    """Hit@k on the router's held-out prompts of a random teacher (its expectation, among the teachers with a reward)
+    and of the majority class (always the teacher that is best most often on the training prompts)."""
+    n = eval_rewards.shape[1]
+    best = np.nanargmax(np.where(np.isfinite(train_rewards), train_rewards, -np.inf), axis=1)
+    majority = int(np.bincount(best, minlength=n).argmax())
+    known = np.isfinite(eval_rewards)
+    weights = known / known.sum(axis=1, keepdims=True)
+    levels = {"majority_teacher": majority}
+    for k in ks:
+        hits = np.stack([hit_rows(np.full(len(eval_rewards), t), eval_rewards, k) for t in range(n)], axis=1)
+        levels[f"chance_hit_at_{k}"] = float((hits * weights).sum(axis=1).mean())
+        levels[f"majority_hit_at_{k}"] = float(hits[:, majority].mean())
+    return levels
+
+
+def line_chart(x: list, series: dict[str, list[float]], path: str | Path, title: str, xlabel: str, ylabel: str):
+    """A PNG line chart of one or more series over `x` (error bars from `series[name + ' std']` when given)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.0, 4.0))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for name, values in series.items():
+        if name.endswith(" std"):
+            continue
+        axes.errorbar(x, values, yerr=series.get(f"{name} std"), marker="o", capsize=3, label=name)
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, format="png", dpi=120)
+    return Path(path)
+
+
+def scatter_chart(points: list[dict], path: str | Path, title: str, xlabel: str, ylabel: str):
+    """A PNG scatter of labelled points (`{"x", "y", "label", "group"}`), one colour per group."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.5, 4.5))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for group in dict.fromkeys(point["group"] for point in points):
+        members = [point for point in points if point["group"] == group]
+        axes.scatter([p["x"] for p in members], [p["y"] for p in members], label=group)
+        for point in members:
+            axes.annotate(
+                point["label"], (point["x"], point["y"]), fontsize=7, xytext=(3, 3), textcoords="offset points"
+            )
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, format="png", dpi=120)
+    return Path(path)
