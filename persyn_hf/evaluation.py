@@ -18,7 +18,7 @@ from persyn_hf.configs import DTYPES, INFERENCE_DTYPE, check_choice, check_posit
 from persyn_hf.contracts import StageResult
 from persyn_hf.errors import ConfigError
 from persyn_hf.eval_tasks import TASKS_DIR
-from persyn_hf.store import ArtifactStore
+from persyn_hf.store import ArtifactStore, check_writable
 
 HELDOUT_TASK = "persyn_heldout"
 RESULTS_FILE = "results.json"
@@ -99,6 +99,10 @@ class EvalArguments:
         renamed(self, "heldout_dataset", "heldout_repo_id")
         check_choice("dtype", self.dtype, DTYPES)
         check_positive(self, "batch_size")
+        if isinstance(self.tasks, str):
+            raise ConfigError(
+                f"`tasks` must be a list of task names, e.g. `tasks: [{self.tasks}]`, got {self.tasks!r}."
+            )
         for spec in self.tasks:
             parse_task_spec(spec)
 
@@ -175,7 +179,8 @@ def run(args: EvalArguments, store: ArtifactStore | None = None) -> StageResult:
     from lm_eval.utils import handle_non_serializable, make_table
 
     store = store or ArtifactStore()
-    model_location = store.resolve(args.model_name_or_path, "model_name_or_path", hub_ids=True)
+    model_location = store.resolve_model(args.model_name_or_path, "model_name_or_path", hub_ids=True)
+    check_writable(args.output_dir, f"`output_dir` {args.output_dir!r}", "choose another `output_dir`")
     specs = [parse_task_spec(spec) for spec in args.tasks]
     names = [name for name, _ in specs]
     metadata = None
