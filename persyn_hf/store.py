@@ -119,14 +119,19 @@ class ArtifactStore:
         return location
 
     def check_output(self, repo_id: str, argument: str, files: Iterable[str] = ()) -> None:
-        """Raise an `OutputError` now if the artifact `repo_id` could not be written later: a malformed repo id, a
-        file where its folder should be, a folder this process may not write to, or a file of the user's own where
-        its card (`README.md`) or one of `files` would go."""
+        """Raise an `OutputError` now if the artifact `repo_id` could not be written later: a malformed repo id, an
+        offline Hub, a file where its folder should be, a folder this process may not write to, or a file of the
+        user's own where its card (`README.md`) or one of `files` would go."""
         try:
             _check_repo_id(repo_id)
         except OutputError as error:
             raise OutputError(f"`{argument}`: {error}") from None
         if self.hub:
+            if _offline():
+                raise OutputError(
+                    f"`{argument}` {repo_id!r} cannot be pushed: `hub: true` but the Hub is offline (HF_HUB_OFFLINE is "
+                    "set); unset it, or write to the local store (`hub: false`)."
+                )
             return
         target = self.root / repo_id
         check_writable(target, f"`{argument}` {repo_id!r}", "choose another repo id or `store_root`")
@@ -244,7 +249,12 @@ class ArtifactStore:
         from datasets import load_dataset
 
         if self.hub:
-            return load_dataset(repo_id, config_name, split=split)
+            try:
+                return load_dataset(repo_id, config_name, split=split)
+            except (ConnectionError, FileNotFoundError, ValueError) as error:  # offline, no such repo, config, split
+                raise ArtifactNotFoundError(
+                    f"Cannot load {repo_id!r} config {config_name!r} split {split!r} from the Hub: {error}"
+                ) from error
         target = Path(self.location(repo_id))
         if not (target / "README.md").is_file():
             raise ArtifactNotFoundError(
