@@ -16,7 +16,7 @@ from pathlib import Path
 
 from persyn_hf.configs import DTYPES, INFERENCE_DTYPE, check_choice, check_positive, renamed
 from persyn_hf.contracts import StageResult
-from persyn_hf.errors import ConfigError
+from persyn_hf.errors import ArtifactNotFoundError, ConfigError
 from persyn_hf.eval_tasks import TASKS_DIR
 from persyn_hf.store import ArtifactStore, check_writable
 
@@ -145,6 +145,17 @@ def check_task_names(task_names: list[str], task_manager) -> None:
             )
 
 
+def load_task(task_manager, name: str) -> dict:
+    """lm-eval's task (or group) `name` with its data; data that cannot be downloaded is an `ArtifactNotFoundError`."""
+    try:
+        return task_manager.load(name)
+    except ConnectionError as error:  # e.g. the Hub is offline and the task's data is not cached
+        raise ArtifactNotFoundError(
+            f"`tasks` entry {name!r} cannot get its data: {error}. Run it once with the Hub reachable (its data is "
+            "cached then), or leave the task out."
+        ) from error
+
+
 def _model_args(location: str, dtype: str) -> dict:
     """`hf` model arguments; a LoRA adapter folder is loaded on top of its base model."""
     adapter_config = Path(location) / "adapter_config.json"
@@ -197,7 +208,7 @@ def run(args: EvalArguments, store: ArtifactStore | None = None) -> StageResult:
 
     tasks = []
     for name, num_fewshot in specs:
-        loaded = task_manager.load(name)
+        loaded = load_task(task_manager, name)
         if num_fewshot is not None:
             for task in loaded["tasks"].values():
                 task.set_config(key="num_fewshot", value=num_fewshot)
