@@ -10,7 +10,7 @@ kept, else one incorrect sample at random (seeded). Every sample is stored durab
 
 ```python
 from persyn_hf import generate
-from persyn_hf.store import ArtifactStore, data_file
+from persyn_hf.store import ArtifactStore, check_writable, data_file
 
 result = generate.run(
     generate.GenerateArguments(prompts_repo_id="me/prompts", teachers="teachers.yaml", generations_repo_id="me/gens"),
@@ -39,7 +39,7 @@ from persyn_hf.configs import check_choice, check_positive, renamed
 from persyn_hf.contracts import CONTRACTS, StageResult, prompt_messages, validate
 from persyn_hf.cost import CostReport, TeacherCost
 from persyn_hf.errors import ConfigError, DataError, PersynError
-from persyn_hf.store import ArtifactStore, data_file
+from persyn_hf.store import ArtifactStore, check_writable, data_file
 from persyn_hf.teachers.pool import Failure, PoolConfig, TeacherPool, run_coroutine
 from persyn_hf.teachers.results import ResultStore
 from persyn_hf.teachers.spec import TeacherSpec, load_teachers
@@ -340,6 +340,8 @@ def synthesize(
     """
     from datasets import Dataset
 
+    if config.results_dir is not None:
+        check_writable(config.results_dir, f"`results_dir` {config.results_dir!r}", "choose another `results_dir`")
     jobs = plan_jobs(prompts, teachers, config, assignments)
     planned = {job.prompt_id for teacher_jobs in jobs.values() for job in teacher_jobs}
     prompt_ids = [prompt_id for prompt_id in prompts["prompt_id"] if prompt_id in planned]

@@ -81,6 +81,10 @@ class DemoArguments:
 
     def __post_init__(self):
         self.recipes_dir = self.recipes_dir or str(RECIPES_DIR)
+        if not Path(self.recipes_dir).is_dir():
+            raise ConfigError(
+                f"`recipes_dir` {self.recipes_dir!r} is not a folder: give the folder of the stage recipes."
+            )
         self.teachers = self.teachers or str(Path(self.recipes_dir) / "teachers.yaml")
         if not 2 <= self.router_prompts <= self.num_prompts:
             raise ConfigError(
