@@ -113,13 +113,15 @@ class RecipeParser(TrlParser):
 
     def _nullable_fields(self) -> set[str]:
         """Fields that take null: typed `X | None`, or None by default."""
-        return {
-            field.name
-            for dataclass_type in self.dataclass_types
-            for field in dataclasses.fields(dataclass_type)
-            if field.default is None
-            or type(None) in typing.get_args(typing.get_type_hints(dataclass_type)[field.name])
-        }
+        nullable = set()
+        for dataclass_type in self.dataclass_types:
+            hints = typing.get_type_hints(dataclass_type)
+            nullable |= {
+                field.name
+                for field in dataclasses.fields(dataclass_type)
+                if field.default is None or type(None) in typing.get_args(hints[field.name])
+            }
+        return nullable
 
 
 VALUE_KINDS = {int: "an integer", float: "a number", string_to_bool: "true or false"}

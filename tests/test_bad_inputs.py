@@ -684,10 +684,14 @@ def test_a_bad_input_is_one_line_and_changes_nothing(case, world, tmp_path, caps
     assert snapshot(world["w"]) == before
 
 
-def test_debug_shows_the_error_itself(world, tmp_path):
+@pytest.mark.parametrize("debug", ["--debug", "PERSYN_HF_DEBUG=1"])
+def test_debug_shows_the_error_itself(debug, world, tmp_path, monkeypatch):
     case = CASES["route: repeated prompt ids"]
+    if debug.startswith("PERSYN_HF_DEBUG"):
+        monkeypatch.setenv("PERSYN_HF_DEBUG", "1")
+    options = ["--debug"] if debug == "--debug" else []
     with pytest.raises(DataError, match=r"repeats 1 prompt_id value\(s\): 'p0'"):
-        main(["--debug", *cli_args(case, world, write_recipe(case, world, tmp_path))])
+        main([*options, *cli_args(case, world, write_recipe(case, world, tmp_path))])
 
 
 @pytest.mark.parametrize("name", ["recipe not UTF-8", "route: repeated prompt ids"])
