@@ -246,13 +246,18 @@ def _check_key(dataset: Dataset, contract: Contract, where: str) -> None:
         raise DataError(
             f"Row {empty} of the {contract.name} dataset{where} has no {' / '.join(key)}: every row needs one."
         )
+    name = key[0] if len(key) == 1 else f"({', '.join(key)})"
+    check_unique([value[0] if len(key) == 1 else value for value in values], name, f"{contract.name} dataset{where}")
+
+
+def check_unique(values: list, name: str, what: str) -> None:
+    """Raise a `DataError` naming the first repeated `values` of the key `name` in `what` and how many repeat."""
     repeated = [value for value, count in Counter(values).items() if count > 1]
     if repeated:
-        shown = ", ".join(repr(value[0] if len(key) == 1 else value) for value in repeated[:5])
-        name = key[0] if len(key) == 1 else f"({', '.join(key)})"
+        shown = ", ".join(repr(value) for value in repeated[:5])
         raise DataError(
-            f"The {contract.name} dataset{where} repeats {len(repeated)} {name} value(s): {shown}"
-            f"{', ...' if len(repeated) > 5 else ''}; keep one row per {name}."
+            f"The {what} repeats {len(repeated)} {name} value(s): {shown}{', ...' if len(repeated) > 5 else ''}; "
+            f"keep one row per {name}."
         )
 
 

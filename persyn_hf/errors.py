@@ -29,3 +29,17 @@ class ArtifactNotFoundError(PersynError, FileNotFoundError):
 
 class OutputError(PersynError):
     """A stage cannot write where it was asked to: a malformed repo id, a file in the way, no permission."""
+
+
+def check_utf8(path, what: str, error: type[PersynError] = DataError) -> None:
+    """Raise `error` naming the line and column of the first byte of the file `path` that is not UTF-8 (`what` says
+    which file it is, e.g. "the recipe"). Reads line by line: sources may be large."""
+    with open(path, "rb") as file:
+        for number, line in enumerate(file, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as problem:
+                raise error(
+                    f"{what} {str(path)!r} is not UTF-8 text: byte 0x{line[problem.start]:02x} at line {number}, "
+                    f"column {problem.start + 1}; save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)."
+                ) from None

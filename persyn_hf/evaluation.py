@@ -16,9 +16,9 @@ from pathlib import Path
 
 from persyn_hf.configs import DTYPES, INFERENCE_DTYPE, check_choice, check_positive, renamed
 from persyn_hf.contracts import StageResult
-from persyn_hf.errors import ConfigError
+from persyn_hf.errors import ArtifactNotFoundError, ConfigError
 from persyn_hf.eval_tasks import TASKS_DIR
-from persyn_hf.store import ArtifactStore
+from persyn_hf.store import ArtifactStore, check_writable
 from persyn_hf.verify import CORRECT, INCORRECT, TIMEOUT, UNPARSEABLE_GOLD
 
 VERDICTS = (CORRECT, INCORRECT, TIMEOUT, UNPARSEABLE_GOLD)
@@ -108,6 +108,10 @@ class EvalArguments:
         renamed(self, "heldout_dataset", "heldout_repo_id")
         check_choice("dtype", self.dtype, DTYPES)
         check_positive(self, "batch_size")
+        if isinstance(self.tasks, str):
+            raise ConfigError(
+                f"`tasks` must be a list of task names, e.g. `tasks: [{self.tasks}]`, got {self.tasks!r}."
+            )
         for spec in self.tasks:
             parse_task_spec(spec)
 
@@ -148,6 +152,17 @@ def check_task_names(task_names: list[str], task_manager) -> None:
                 f"`tasks` entry {name!r} is not an lm-eval task{f' (did you mean {close}?)' if close else ''}; "
                 f"persyn-hf adds {own_tasks()}, and `lm-eval ls tasks` lists lm-eval's."
             )
+
+
+def load_task(task_manager, name: str) -> dict:
+    """lm-eval's task (or group) `name` with its data; data that cannot be downloaded is an `ArtifactNotFoundError`."""
+    try:
+        return task_manager.load(name)
+    except ConnectionError as error:  # e.g. the Hub is offline and the task's data is not cached
+        raise ArtifactNotFoundError(
+            f"`tasks` entry {name!r} cannot get its data: {error}. Run it once with the Hub reachable (its data is "
+            "cached then), or leave the task out."
+        ) from error
 
 
 def _model_args(location: str, dtype: str) -> dict:
@@ -198,7 +213,8 @@ def run(args: EvalArguments, store: ArtifactStore | None = None) -> StageResult:
     from lm_eval.utils import handle_non_serializable, make_table
 
     store = store or ArtifactStore()
-    model_location = store.resolve(args.model_name_or_path, "model_name_or_path", hub_ids=True)
+    model_location = store.resolve_model(args.model_name_or_path, "model_name_or_path", hub_ids=True)
+    check_writable(args.output_dir, f"`output_dir` {args.output_dir!r}", "choose another `output_dir`")
     specs = [parse_task_spec(spec) for spec in args.tasks]
     names = [name for name, _ in specs]
     metadata = None
@@ -215,7 +231,7 @@ def run(args: EvalArguments, store: ArtifactStore | None = None) -> StageResult:
 
     tasks = []
     for name, num_fewshot in specs:
-        loaded = task_manager.load(name)
+        loaded = load_task(task_manager, name)
         if num_fewshot is not None:
             for task in loaded["tasks"].values():
                 task.set_config(key="num_fewshot", value=num_fewshot)

@@ -10,7 +10,7 @@ kept, else one incorrect sample at random (seeded). Every sample is stored durab
 
 ```python
 from persyn_hf import generate
-from persyn_hf.store import ArtifactStore
+from persyn_hf.store import ArtifactStore, check_writable, data_file
 
 result = generate.run(
     generate.GenerateArguments(prompts_repo_id="me/prompts", teachers="teachers.yaml", generations_repo_id="me/gens"),
@@ -31,7 +31,7 @@ import random
 import tempfile
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +39,7 @@ from persyn_hf.configs import check_choice, check_positive, renamed
 from persyn_hf.contracts import CONTRACTS, StageResult, prompt_messages, validate
 from persyn_hf.cost import CostReport, TeacherCost
 from persyn_hf.errors import ConfigError, DataError, PersynError
-from persyn_hf.store import ArtifactStore
+from persyn_hf.store import ArtifactStore, check_writable, data_file
 from persyn_hf.teachers.pool import Failure, PoolConfig, TeacherPool, run_coroutine
 from persyn_hf.teachers.results import ResultStore
 from persyn_hf.teachers.spec import TeacherSpec, load_teachers
@@ -340,6 +340,8 @@ def synthesize(
     """
     from datasets import Dataset
 
+    if config.results_dir is not None:
+        check_writable(config.results_dir, f"`results_dir` {config.results_dir!r}", "choose another `results_dir`")
     jobs = plan_jobs(prompts, teachers, config, assignments)
     planned = {job.prompt_id for teacher_jobs in jobs.values() for job in teacher_jobs}
     prompt_ids = [prompt_id for prompt_id in prompts["prompt_id"] if prompt_id in planned]
@@ -356,6 +358,22 @@ def synthesize(
         logger.warning(_failure_message(failures, config))
     features = CONTRACTS["generations"].features(prompt_id=prompts.features["prompt_id"])
     return Dataset.from_list(rows, features=features), report
+
+
+def cost_report_file(generations_config: str) -> str:
+    """The file of the generations artifact that holds the cost report of `generations_config`."""
+    return f"cost_report-{generations_config}.json"
+
+
+def resolve_local_weights(teachers: list[TeacherSpec], store: ArtifactStore) -> list[TeacherSpec]:
+    """The teachers, each `local` one with its `model_path` resolved as every model is (a folder, a model of the
+    store, or a Hub id): weights that cannot be found stop the stage before any model loads."""
+
+    def resolved(spec: TeacherSpec) -> TeacherSpec:
+        path = store.resolve_model(spec.model_path or spec.model_id, f"{spec.name}.model_path", hub_ids=True)
+        return replace(spec, model_path=path)
+
+    return [resolved(spec) if spec.backend == "local" else spec for spec in teachers]
 
 
 def _failure_message(failures: list[Failure], config: SynthesisConfig) -> str:
@@ -379,8 +397,12 @@ def run(args: GenerateArguments, synthesis: SynthesisConfig, store: ArtifactStor
     Returns the generations, where they were saved, and `{"cost": <cost report as a dict>}`.
     """
     store = store or ArtifactStore()
-    store.check_output(args.generations_repo_id, "generations_repo_id")
-    teachers = load_teachers(args.teachers)
+    store.check_output(
+        args.generations_repo_id,
+        "generations_repo_id",
+        files=[data_file(args.generations_config), cost_report_file(args.generations_config)],
+    )
+    teachers = resolve_local_weights(load_teachers(args.teachers), store)
     prompts = store.load_dataset(args.prompts_repo_id, args.prompts_config, args.prompts_split, contract="prompts")
     if args.max_prompts is not None and args.max_prompts < len(prompts):
         prompts = prompts.shuffle(seed=synthesis.seed).select(range(args.max_prompts))
@@ -399,5 +421,5 @@ def run(args: GenerateArguments, synthesis: SynthesisConfig, store: ArtifactStor
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp, "cost_report.json")
         path.write_text(json.dumps(report.to_dict(), indent=2, default=str))
-        store.save_files(args.generations_repo_id, {f"cost_report-{args.generations_config}.json": path})
+        store.save_files(args.generations_repo_id, {cost_report_file(args.generations_config): path})
     return StageResult(generations, location, {"cost": report.to_dict(), "report": str(report)})

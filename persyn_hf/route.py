@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from persyn_hf.configs import DTYPES, INFERENCE_DTYPE, check_choice, check_positive
 from persyn_hf.contracts import CONTRACTS, StageResult, prompt_text, validate
 from persyn_hf.errors import DataError
-from persyn_hf.store import ArtifactStore
+from persyn_hf.store import ArtifactStore, data_file
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -140,9 +140,11 @@ def run(config: RouteConfig, store: ArtifactStore | None = None) -> StageResult:
     """Route the prompt set with the trained router; returns the assignments and `{"allocation": ...}`."""
     from accelerate import PartialState
 
+    from persyn_hf.router import PersynRouterConfig
+
     store = store or ArtifactStore()
-    store.check_output(config.assignments_repo_id, "assignments_repo_id")
-    location = store.resolve(config.router_repo_id, "router_repo_id")
+    store.check_output(config.assignments_repo_id, "assignments_repo_id", files=[data_file(config.assignments_config)])
+    location = store.resolve_model(config.router_repo_id, "router_repo_id", model_type=PersynRouterConfig.model_type)
     prompts = store.load_dataset(
         config.prompts_repo_id, config.prompts_config, config.prompts_split, contract="prompts"
     )

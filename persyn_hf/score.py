@@ -10,6 +10,7 @@ student) reuses it when run again.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -29,7 +30,7 @@ from persyn_hf.rewards import (
     load_for_scoring,
     mix_rewards,
 )
-from persyn_hf.store import ArtifactStore
+from persyn_hf.store import ArtifactStore, data_file
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -229,18 +230,20 @@ def run(args: ScoreArguments, scoring: ScoringConfig, store: ArtifactStore | Non
 
     store = store or ArtifactStore()
     state = PartialState()
-    store.check_output(args.scores_repo_id, "scores_repo_id")
-    student = store.resolve(args.student, "student", hub_ids=True)
+    store.check_output(args.scores_repo_id, "scores_repo_id", files=[data_file()])
+    student = store.resolve_model(args.student, "student", hub_ids=True)
+    reward_model = scoring.reward_model and store.resolve_model(scoring.reward_model, "reward_model", hub_ids=True)
+    scorer = dataclasses.replace(scoring, reward_model=reward_model)  # the card keeps the name as given
     generations = store.load_dataset(
         args.generations_repo_id, args.generations_config, args.generations_split, contract="generations"
     )
     prompts = store.load_dataset(args.prompts_repo_id, args.prompts_config, args.prompts_split, contract="prompts")
     rows = scoring_rows(generations, prompts)
-    check_scorer_inputs(rows, scoring)
+    check_scorer_inputs(rows, scorer)
     cache = None if store.hub else Path(store.root, ".persyn-results", args.scores_repo_id)
     with state.split_between_processes(list(range(len(rows)))) as shard:
         quality, learnability = score_responses(
-            rows.select(shard), student, scoring, state.device, state.is_local_main_process, cache
+            rows.select(shard), student, scorer, state.device, state.is_local_main_process, cache
         )
         scored = list(zip(shard, quality, learnability))
     scored = sorted(gather_object(scored))

@@ -35,7 +35,7 @@ from persyn_hf.contracts import CONTRACTS, StageResult, validate
 from persyn_hf.errors import ConfigError, DataError
 from persyn_hf.pairs import reward_table
 from persyn_hf.rewards import NORMALIZATIONS, mix_rewards, normalize_per_prompt
-from persyn_hf.store import ArtifactStore
+from persyn_hf.store import ArtifactStore, data_file
 from persyn_hf.teachers.spec import TeacherSpec, load_teachers
 
 if TYPE_CHECKING:
@@ -340,14 +340,17 @@ def select_teachers(prompts: Dataset, scores: Dataset | None, teachers: list[Tea
 def run(args: SelectArguments, selection: SelectionConfig, store: ArtifactStore | None = None) -> StageResult:
     """Assign the prompts with the configured strategy; returns the assignments and `{"allocation": ...}`."""
     from persyn_hf.route import allocation
+    from persyn_hf.router import PersynRouterConfig
 
     store = store or ArtifactStore()
-    store.check_output(args.assignments_repo_id, "assignments_repo_id")
+    store.check_output(args.assignments_repo_id, "assignments_repo_id", files=[data_file()])
     teachers = load_teachers(args.teachers)
     prompts = store.load_dataset(args.prompts_repo_id, args.prompts_config, args.prompts_split, contract="prompts")
     scores = store.load_dataset(args.scores_repo_id, contract="scores") if args.scores_repo_id else None
     if selection.router_repo_id is not None:
-        selection.router_repo_id = store.resolve(selection.router_repo_id, "router_repo_id")
+        selection.router_repo_id = store.resolve_model(
+            selection.router_repo_id, "router_repo_id", model_type=PersynRouterConfig.model_type
+        )
     assignments = select_teachers(prompts, scores, teachers, selection)
     location = store.save_dataset(args.assignments_repo_id, assignments)
     summary = {"strategy": selection.strategy, "allocation": allocation(assignments, [t.name for t in teachers])}

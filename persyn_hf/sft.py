@@ -4,8 +4,9 @@ The personalized dataset is TRL's prompt-completion format with chat messages, s
 completion (the teacher's response, the template's end-of-turn tokens included) only: prompt tokens get the label
 -100. Learnability (`persyn_hf.learnability`) scores exactly these tokens. The trainer writes the student to a fresh
 folder inside `output_dir`, from which it is saved with its card through the artifact store, on the main process
-only; its card records where its data came from (the personalized dataset, the strategy, the router). The training
-arguments ship as `training_args.json`, never as a pickle.
+only (a run that cannot publish it leaves it there, and says where); its card records where its data came from (the
+personalized dataset, the strategy, the router). The training arguments ship as `training_args.json`, never as a
+pickle.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from typing import TYPE_CHECKING
 
 from persyn_hf.configs import renamed
 from persyn_hf.contracts import StageResult
-from persyn_hf.errors import ConfigError, DataError
-from persyn_hf.store import ArtifactStore
+from persyn_hf.errors import ConfigError, DataError, OutputError
+from persyn_hf.store import MODEL_FILES, ArtifactStore, check_writable
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -194,8 +195,13 @@ def run(script_args: SFTScriptArguments, training_args, model_args, store: Artif
     from transformers import set_seed
 
     store = store or ArtifactStore()
-    store.check_output(script_args.student_repo_id, "student_repo_id")
-    model_args.model_name_or_path = store.resolve(model_args.model_name_or_path, "model_name_or_path", hub_ids=True)
+    store.check_output(script_args.student_repo_id, "student_repo_id", files=MODEL_FILES)
+    check_writable(
+        training_args.output_dir, f"`output_dir` {training_args.output_dir!r}", "choose another `output_dir`"
+    )
+    model_args.model_name_or_path = store.resolve_model(
+        model_args.model_name_or_path, "model_name_or_path", hub_ids=True
+    )
     dataset = load_sft_dataset(store, script_args)
     strategy = dataset_strategy(dataset, script_args.dataset_repo_id)
 
@@ -209,15 +215,15 @@ def run(script_args: SFTScriptArguments, training_args, model_args, store: Artif
         os.makedirs(training_args.output_dir, exist_ok=True)
     folder = [tempfile.mkdtemp(dir=training_args.output_dir, prefix="student-") if main_process else None]
     saved = broadcast_object_list(folder)[0]  # a fresh folder: nothing of an earlier run can ship with the student
-    try:
-        publishable_folder(trainer, saved)
-        location = store.location(script_args.student_repo_id)
-        if main_process:
-            card = student_card(dataset, script_args, training_args, model_args)
+    publishable_folder(trainer, saved)
+    location = store.location(script_args.student_repo_id)
+    if main_process:  # the folder goes once the student is published: a failed run leaves the trained student there
+        card = student_card(dataset, script_args, training_args, model_args)
+        try:
             location = store.save_folder(script_args.student_repo_id, saved, card=card)
-            trainer.accelerator.print(f"Student saved to {location}.")
-        trainer.accelerator.wait_for_everyone()
-    finally:
-        if main_process:
-            shutil.rmtree(saved, ignore_errors=True)
+        except OutputError as error:  # e.g. a file of the user's own in the way
+            raise OutputError(f"{error} The trained student is kept in {saved!r}.") from error
+        shutil.rmtree(saved)
+        trainer.accelerator.print(f"Student saved to {location}.")
+    trainer.accelerator.wait_for_everyone()
     return StageResult(trainer.model, location, {"strategy": strategy, "train_loss": result.training_loss})

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from persyn_hf.contracts import validate
-from persyn_hf.errors import ArtifactNotFoundError, DataError, OutputError
+from persyn_hf.errors import ArtifactNotFoundError, ConfigError, DataError, OutputError
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 DATASET_FILE = "{split}-00000-of-00001.parquet"
 MANIFEST = ".persyn-hf-files.json"
 FILE_MODE, DIR_MODE = 0o644, 0o755
+# Files a saved model and its tokenizer hold: one of the user's own under such a name stops a stage before it trains.
+MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 # Files that unpickle code when loaded: never published (the training arguments go out as JSON instead).
 PICKLE_SUFFIXES = (".bin", ".pkl", ".pickle", ".pt", ".pth")
 
@@ -60,11 +62,6 @@ class StoreArguments:
         metadata={"help": "Push to the Hugging Face Hub (token from HF_TOKEN or `hf auth login`) instead."},
     )
     private: bool = field(default=False, metadata={"help": "Create Hub repositories as private."})
-
-
-def _dataset_dir(config_name: str) -> str:
-    """The folder a config's files live in, as `Dataset.push_to_hub` lays it out."""
-    return "data" if config_name == "default" else config_name
 
 
 class ArtifactStore:
@@ -101,27 +98,47 @@ class ArtifactStore:
             f"{hint}; pass a folder, the repo id an earlier stage saved to, or set `hub: true` for a Hub repo."
         )
 
-    def check_output(self, repo_id: str, argument: str) -> None:
-        """Raise an `OutputError` now if the artifact `repo_id` could not be written later: a malformed repo id, a
-        file where its folder should be, or a folder this process may not write to."""
+    def resolve_model(self, name: str, argument: str, hub_ids: bool = False, model_type: str | None = None) -> str:
+        """`resolve` for a model: a local folder must hold one (`config.json`, or a PEFT adapter's
+        `adapter_config.json`), of `model_type` when given. Checked before anything loads it."""
+        location = self.resolve(name, argument, hub_ids)
+        if not os.path.isdir(location):  # a Hub id: the Hub checks it
+            return location
+        config = Path(location, "config.json")
+        if not config.is_file() and not Path(location, "adapter_config.json").is_file():
+            raise ArtifactNotFoundError(
+                f"`{argument}` {name!r} is not a model: {location!r} holds no `config.json`; pass the folder "
+                "`save_pretrained` wrote, or the repo id an earlier stage saved it to."
+            )
+        found = json.loads(config.read_text()).get("model_type") if config.is_file() else None
+        if model_type is not None and found != model_type:
+            raise ConfigError(
+                f"`{argument}` {name!r} is a {found!r} model, not a {model_type!r} one: pass the folder or repo id "
+                f"of a {model_type!r} model."
+            )
+        return location
+
+    def check_output(self, repo_id: str, argument: str, files: Iterable[str] = ()) -> None:
+        """Raise an `OutputError` now if the artifact `repo_id` could not be written later: a malformed repo id, an
+        offline Hub, a file where its folder should be, a folder this process may not write to, or a file of the
+        user's own where its card (`README.md`) or one of `files` would go."""
         try:
             _check_repo_id(repo_id)
         except OutputError as error:
             raise OutputError(f"`{argument}`: {error}") from None
         if self.hub:
+            if _offline():
+                raise OutputError(
+                    f"`{argument}` {repo_id!r} cannot be pushed: `hub: true` but the Hub is offline (HF_HUB_OFFLINE is "
+                    "set); unset it, or write to the local store (`hub: false`)."
+                )
             return
         target = self.root / repo_id
-        existing = next(path for path in (target, *target.parents) if path.exists())
-        if not existing.is_dir():
-            raise OutputError(
-                f"`{argument}` {repo_id!r} cannot be written: {str(existing)!r} is a file, not a folder; move it or "
-                "choose another repo id or `store_root`."
-            )
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise OutputError(
-                f"`{argument}` {repo_id!r} cannot be written: no write permission on {str(existing)!r}; choose "
-                "another `store_root`."
-            )
+        check_writable(target, f"`{argument}` {repo_id!r}", "choose another repo id or `store_root`")
+        try:
+            _foreign_files(target, ["README.md", *files])
+        except OutputError as error:
+            raise OutputError(f"`{argument}` {repo_id!r}: {error}") from None
 
     # Models ---------------------------------------------------------------------------------------
 
@@ -196,14 +213,14 @@ class ArtifactStore:
             return repo_id
         self.check_output(repo_id, "repo_id")
         target = Path(self.location(repo_id))
-        data_file = Path(_dataset_dir(config_name)) / DATASET_FILE.format(split=split)
+        path = data_file(config_name, split)
         readme = target / "README.md"
-        with _claimed(target, [str(data_file), "README.md"]):
-            _atomic_write(target / data_file, lambda tmp: dataset.to_parquet(tmp))
+        with _claimed(target, [path, "README.md"]):
+            _atomic_write(target / path, lambda tmp: dataset.to_parquet(tmp))
             metadata, body = _read_card(readme)
             if card is not None:
                 metadata, body = _split_card(str(card))
-            metadata["configs"] = _merge_config(metadata.get("configs", []), config_name, split, data_file)
+            metadata["configs"] = _merge_config(metadata.get("configs", []), config_name, split, path)
             _atomic_write(readme, lambda tmp: Path(tmp).write_text(_join_card(metadata, body)))
         return str(target)
 
@@ -228,10 +245,16 @@ class ArtifactStore:
         return dataset
 
     def _load(self, repo_id: str, config_name: str, split: str) -> Dataset:
+        import pyarrow.parquet as pq
         from datasets import load_dataset
 
         if self.hub:
-            return load_dataset(repo_id, config_name, split=split)
+            try:
+                return load_dataset(repo_id, config_name, split=split)
+            except (ConnectionError, FileNotFoundError, ValueError) as error:  # offline, no such repo, config, split
+                raise ArtifactNotFoundError(
+                    f"Cannot load {repo_id!r} config {config_name!r} split {split!r} from the Hub: {error}"
+                ) from error
         target = Path(self.location(repo_id))
         if not (target / "README.md").is_file():
             raise ArtifactNotFoundError(
@@ -248,13 +271,17 @@ class ArtifactStore:
             raise ArtifactNotFoundError(
                 f"No split {split!r} in {repo_id!r} config {config_name!r}; found {sorted(files)}"
             )
+        path = target / files[split]
+        where = f"{repo_id!r} config {config_name!r} split {split!r} ({path})"
         try:
-            return load_dataset("parquet", data_files={split: str(target / files[split])}, split=split)
-        except Exception as error:  # a truncated or foreign file: the user's to fix, not a crash
+            if pq.read_metadata(path).num_rows:  # `datasets` fails on a parquet file without rows
+                return load_dataset("parquet", data_files={split: str(path)}, split=split)
+        except Exception as error:  # a missing, truncated or foreign file: the user's to fix, not a crash
+            cause = error.__cause__ or error  # `datasets` wraps the reader's error in a generic one
             raise DataError(
-                f"Cannot read {repo_id!r} config {config_name!r} split {split!r} ({target / files[split]}): "
-                f"{type(error).__name__}: {error}; write it again with the stage that produces it."
+                f"Cannot read {where}: {type(cause).__name__}: {cause}; write it again with the stage that produces it."
             ) from error
+        raise DataError(f"The dataset {where} has no rows: write it again with the stage that produces it.")
 
     # Internals ------------------------------------------------------------------------------------
 
@@ -282,6 +309,22 @@ class ArtifactStore:
             _swap(staged, target)
         finally:
             shutil.rmtree(staged, ignore_errors=True)
+
+
+def data_file(config_name: str = "default", split: str = "train") -> str:
+    """The path of a split of a config in a dataset artifact, as `Dataset.push_to_hub` lays it out."""
+    return str(Path("data" if config_name == "default" else config_name) / DATASET_FILE.format(split=split))
+
+
+def check_writable(folder: str | Path, what: str, fix: str) -> None:
+    """Raise an `OutputError` if `folder` could not be created and written to: a file stands where it or a folder
+    above it should be, or the closest existing folder is not writable. `what` names it, `fix` is the way out."""
+    folder = Path(folder).absolute()
+    existing = next(path for path in (folder, *folder.parents) if path.exists())
+    if not existing.is_dir():
+        raise OutputError(f"{what} cannot be written: {str(existing)!r} is a file, not a folder; move it or {fix}.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"{what} cannot be written: no write permission on {str(existing)!r}; {fix}.")
 
 
 def _offline() -> bool:
@@ -387,7 +430,7 @@ def _join_card(metadata: dict, body: str) -> str:
     return f"---\n{yaml.safe_dump(metadata, sort_keys=False)}---\n\n{body}"
 
 
-def _merge_config(configs: list[dict], config_name: str, split: str, data_file: Path) -> list[dict]:
+def _merge_config(configs: list[dict], config_name: str, split: str, path: str) -> list[dict]:
     """Add `split` of `config_name` to the card's `configs:` list, as `push_to_hub` does."""
     configs = [dict(c) for c in configs]
     entry = next((c for c in configs if c["config_name"] == config_name), None)
@@ -395,7 +438,7 @@ def _merge_config(configs: list[dict], config_name: str, split: str, data_file: 
         entry = {"config_name": config_name, "data_files": []}
         configs.append(entry)
     files = [f for f in entry["data_files"] if f["split"] != split]
-    entry["data_files"] = [*files, {"split": split, "path": str(data_file)}]
+    entry["data_files"] = [*files, {"split": split, "path": path}]
     if config_name == "default":
         entry["default"] = True
     return configs

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from persyn_hf.configs import DTYPES, TRAINING_DTYPE, check_choice
 from persyn_hf.contracts import StageResult
 from persyn_hf.errors import ConfigError, DataError
-from persyn_hf.store import ArtifactStore
+from persyn_hf.store import MODEL_FILES, ArtifactStore, check_writable, data_file
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -187,9 +187,13 @@ def run(
     from persyn_hf.teachers import load_teachers
 
     store = store or ArtifactStore()
-    store.check_output(args.router_repo_id, "router_repo_id")
+    store.check_output(args.router_repo_id, "router_repo_id", files=MODEL_FILES)
     if args.pairs_repo_id is not None:
-        store.check_output(args.pairs_repo_id, "pairs_repo_id")
+        store.check_output(args.pairs_repo_id, "pairs_repo_id", files=[data_file()])
+    check_writable(
+        training_args.output_dir, f"`output_dir` {training_args.output_dir!r}", "choose another `output_dir`"
+    )
+    backbone = store.resolve_model(model_args.model_name_or_path, "model_name_or_path", hub_ids=True)
     specs = load_teachers(args.teachers)
     names = [spec.name for spec in specs]
     scores = store.load_dataset(args.scores_repo_id, args.scores_config, contract="scores")
@@ -200,7 +204,7 @@ def run(
     train_rows, eval_rows = split_rows(rows, args.eval_size, training_args.seed)
     set_seed(training_args.seed)  # the head's initial weights too: the same seed, the same router
     router, tokenizer = PersynRouterModel.from_backbone(
-        model_args.model_name_or_path,
+        backbone,
         teachers=names,
         pooling=model_args.pooling,
         head=model_args.head,

@@ -43,7 +43,10 @@ def test_unknown_recipe_key_is_an_error_naming_it(tmp_path):
         [sys.executable, "-m", "persyn_hf.cli", "route", "--config", str(recipe)], capture_output=True, text=True
     )
     assert result.returncode == 2
-    assert "Unknown arguments from config file: ['--batch_sise', '8']" in result.stderr
+    assert result.stderr == (
+        f"persyn-hf route: error: unknown key `batch_sise` in the recipe {str(recipe)!r} (did you mean `batch_size`?) "
+        "(`persyn-hf route --help` lists the fields).\n"
+    )
 
 
 def test_unknown_flag_is_an_error_naming_it(tmp_path):
@@ -55,4 +58,5 @@ def test_unknown_flag_is_an_error_naming_it(tmp_path):
         text=True,
     )
     assert result.returncode == 2
-    assert "not used by the HfArgumentParser: ['--no_such_flag', '1']" in result.stderr
+    assert "persyn-hf route: error: unknown flag `--no_such_flag`" in result.stderr
+    assert len(result.stderr.splitlines()) == 1

@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from persyn_hf.errors import ArtifactNotFoundError, ConfigError, DataError
+from persyn_hf.errors import ArtifactNotFoundError, ConfigError, DataError, check_utf8
 
 if TYPE_CHECKING:
     from datasets import Dataset
 
 # Source files a builder reads, by suffix, with the `datasets` loader that reads them.
 SOURCE_LOADERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv"}
+TEXT_SUFFIXES = (".json", ".jsonl", ".csv")
 
 
 def load_source(path: str, field_name: str = "source") -> Dataset:
@@ -34,6 +35,12 @@ def load_source(path: str, field_name: str = "source") -> Dataset:
         )
     if not source.is_dir() and source.suffix not in SOURCE_LOADERS:
         raise ConfigError(f"`{field_name}` {path!r}: unknown file type; use one of {sorted(SOURCE_LOADERS)}.")
+    files = sorted(source.rglob("*")) if source.is_dir() else [source]
+    for file in files:
+        if file.suffix in TEXT_SUFFIXES:  # arrow's JSON reader keeps bytes that are not UTF-8, to fail far later
+            check_utf8(file, f"`{field_name}` file")
+    if not any(file.is_file() and file.stat().st_size for file in files):
+        raise DataError(f"`{field_name}` {path!r} is empty: give a copy of the dataset with its rows.")
     try:
         if source.is_dir():
             return load_dataset(str(source), split="train")

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from persyn_hf.builders import check_schema, load_source, sample_indices
-from persyn_hf.contracts import CONTRACTS, StageResult
+from persyn_hf.contracts import CONTRACTS, StageResult, check_unique
 from persyn_hf.errors import ConfigError, DataError
-from persyn_hf.store import ArtifactStore
+from persyn_hf.store import ArtifactStore, data_file
 from persyn_hf.teachers.spec import TeacherSpec, load_teachers
 
 if TYPE_CHECKING:
@@ -123,7 +123,11 @@ def run(config: MagpieZooConfig, store: ArtifactStore | None = None) -> StageRes
     from persyn_hf.cards import hub_link, parallel_dataset_card
 
     store = store or ArtifactStore()
-    store.check_output(config.output_repo_id, "output_repo_id")
+    store.check_output(
+        config.output_repo_id,
+        "output_repo_id",
+        files=[data_file(name, split) for name in ("prompts", "generations") for split in ("train", "router")],
+    )
     teachers = load_teachers(config.teachers)
     names = [spec.name for spec in teachers]
     source = load_source(config.source)
@@ -136,10 +140,9 @@ def run(config: MagpieZooConfig, store: ArtifactStore | None = None) -> StageRes
         "that is not in the specs is unexpected: declare the teacher there, or drop the column.",
     )
     check_teacher_columns(source, teachers, config.reward_field)
+    check_unique(source["uuid"], "uuid", f"Magpie-Zoo source {config.source!r}")
     indices = sample_indices(len(source), config.num_train_prompts, config.sample_seed, "num_train_prompts")
     sample = source.select(indices)
-    if len(set(sample["uuid"])) != len(sample):
-        raise DataError("The sampled Magpie-Zoo rows repeat a `uuid`; `uuid` must identify each prompt.")
 
     prompts = Dataset.from_dict(
         {"prompt_id": sample["uuid"], "prompt": sample["instruction"], "source": [MAGPIE_ZOO_ID] * len(sample)}

@@ -25,7 +25,7 @@ from persyn_hf.configs import renamed
 from persyn_hf.contracts import CONTRACTS, StageResult, prompt_messages
 from persyn_hf.cost import generate_then_select, mean_tokens_estimate
 from persyn_hf.errors import ConfigError, DataError
-from persyn_hf.store import ArtifactStore
+from persyn_hf.store import ArtifactStore, data_file
 from persyn_hf.teachers.spec import TeacherSpec, load_teachers
 
 if TYPE_CHECKING:
@@ -128,7 +128,11 @@ def run(config: PersonalizedConfig, store: ArtifactStore | None = None) -> Stage
     from persyn_hf.cards import allocation_chart, chart_filename, existing_card_metadata, personalized_dataset_card
 
     store = store or ArtifactStore()
-    store.check_output(config.dataset_repo_id, "dataset_repo_id")
+    store.check_output(
+        config.dataset_repo_id,
+        "dataset_repo_id",
+        files=[data_file(config.strategy), chart_filename(config.strategy)],
+    )
     teachers = load_teachers(config.teachers)
     names = [spec.name for spec in teachers]
     assignments, generations, prompts, rewards = load_inputs(config, store, names)

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from persyn_hf.builders import check_schema, load_source, sample_indices, teacher_names_in_specs
-from persyn_hf.contracts import StageResult
-from persyn_hf.errors import ConfigError, DataError
-from persyn_hf.generate import SynthesisConfig, synthesize
-from persyn_hf.store import ArtifactStore
+from persyn_hf.contracts import StageResult, check_unique
+from persyn_hf.errors import ConfigError
+from persyn_hf.generate import SynthesisConfig, resolve_local_weights, synthesize
+from persyn_hf.store import ArtifactStore, data_file
 from persyn_hf.teachers.spec import load_teachers
 
 if TYPE_CHECKING:
@@ -83,9 +83,8 @@ def sample_problems(config: PersynMathConfig) -> Dataset:
         source=f"OpenR1-Math source {config.source!r}",
         fix=f"Give a copy of {OPENR1_MATH_ID} (it needs {list(OPENR1_MATH_REQUIRED)}).",
     )
+    check_unique(source["uuid"], "uuid", f"OpenR1-Math source {config.source!r}")
     sample = source.select(sample_indices(len(source), config.num_problems, config.sample_seed, "num_problems"))
-    if len(set(sample["uuid"])) != len(sample):
-        raise DataError("The sampled OpenR1-Math rows repeat a `uuid`; `uuid` must identify each problem.")
     return Dataset.from_dict(
         {
             "prompt_id": sample["uuid"],
@@ -123,12 +122,16 @@ def run(config: PersynMathConfig, synthesis: SynthesisConfig, store: ArtifactSto
     from persyn_hf.cards import parallel_dataset_card
 
     store = store or ArtifactStore()
-    store.check_output(config.output_repo_id, "output_repo_id")
+    store.check_output(
+        config.output_repo_id,
+        "output_repo_id",
+        files=[data_file(name) for name in ("default", "prompts", "generations")],
+    )
     if synthesis.mode != "parallel":
         raise ConfigError(
             f"PerSyn-Math needs every teacher on every problem: set `mode: parallel`, not {synthesis.mode!r}."
         )
-    teachers = load_teachers(config.teachers)
+    teachers = resolve_local_weights(load_teachers(config.teachers), store)
     names = [spec.name for spec in teachers]
     prompts = sample_problems(config)
     generations, cost = synthesize(prompts, teachers, synthesis)

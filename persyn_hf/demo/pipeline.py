@@ -18,8 +18,9 @@ import yaml
 
 from persyn_hf.cli import load_recipe
 from persyn_hf.cost import generate_then_select, route_then_generate
+from persyn_hf.errors import ConfigError
 from persyn_hf.scripts import VERBS
-from persyn_hf.store import ArtifactStore
+from persyn_hf.store import ArtifactStore, check_writable
 from persyn_hf.teachers import load_teachers
 
 RECIPES_DIR = Path(__file__).with_name("recipes")
@@ -80,9 +81,13 @@ class DemoArguments:
 
     def __post_init__(self):
         self.recipes_dir = self.recipes_dir or str(RECIPES_DIR)
+        if not Path(self.recipes_dir).is_dir():
+            raise ConfigError(
+                f"`recipes_dir` {self.recipes_dir!r} is not a folder: give the folder of the stage recipes."
+            )
         self.teachers = self.teachers or str(Path(self.recipes_dir) / "teachers.yaml")
         if not 2 <= self.router_prompts <= self.num_prompts:
-            raise ValueError(
+            raise ConfigError(
                 f"`router_prompts` must be in [2, num_prompts={self.num_prompts}], got {self.router_prompts}"
             )
 
@@ -94,6 +99,8 @@ class Demo:
         self.args = args
         self.out = Path(args.output_dir)
         self.store = ArtifactStore(args.store_root)
+        for name in ("output_dir", "store_root"):  # before the world is trained: minutes of work
+            check_writable(getattr(args, name), f"`{name}` {getattr(args, name)!r}", f"choose another `{name}`")
         self.teachers = load_teachers(args.teachers)
         self.timings: dict[str, float] = {}
         self.assignments: dict[str, object] = {}  # strategy -> its assignments dataset
@@ -131,7 +138,9 @@ class Demo:
         tokenizer = world_tokenizer(cache, seed=args.seed)
         unknown = sorted({t.name for t in self.teachers} - set(TEACHER_RECIPES))
         if unknown:
-            raise ValueError(f"Demo teachers {unknown} have no recipe; the demo world knows {sorted(TEACHER_RECIPES)}")
+            raise ConfigError(
+                f"Demo teachers {unknown} have no recipe; the demo world knows {sorted(TEACHER_RECIPES)}"
+            )
         resolved = []
         for spec in self.teachers:
             recipe = self._scaled(TEACHER_RECIPES[spec.name])

@@ -10,7 +10,7 @@ from collections import Counter
 import datasets
 
 from persyn_hf.contracts import validate
-from persyn_hf.errors import ConfigError
+from persyn_hf.errors import ArtifactNotFoundError, ConfigError
 from persyn_hf.verify import CORRECT, TIMEOUT, UNPARSEABLE_GOLD, check_answer
 
 SVAMP_DATASET = "ChilleD/SVAMP"
@@ -27,18 +27,25 @@ def load_heldout(
             "The `persyn_heldout` task needs `heldout_dataset`: the held-out split's repo id in the artifact store "
             "or a local dataset folder (`persyn-hf eval --heldout_repo_id ...`)."
         )
-    if os.path.isdir(heldout_dataset):
-        # `datasets` keys its cache of a local folder by the folder's name, not its path or contents: a split
-        # rewritten in place, or another store's artifact of the same name, would load stale. A local split is
-        # read afresh into memory through a throwaway cache.
-        with tempfile.TemporaryDirectory() as cache_dir:
-            dataset = datasets.load_dataset(
-                heldout_dataset, heldout_config, split=heldout_split, cache_dir=cache_dir, keep_in_memory=True
-            )
-    else:
-        dataset = datasets.load_dataset(heldout_dataset, heldout_config, split=heldout_split)
+    try:
+        dataset = _load(heldout_dataset, heldout_config, heldout_split)
+    except (ValueError, FileNotFoundError) as error:  # no such config or split: the recipe's to fix
+        raise ArtifactNotFoundError(
+            f"Cannot load config {heldout_config!r}, split {heldout_split!r} of the held-out dataset "
+            f"{heldout_dataset!r}: {error} Set `heldout_config` and `heldout_split` to ones it has."
+        ) from error
     validate(dataset, "heldout", source=repr(heldout_dataset))
     return datasets.DatasetDict({"test": dataset})
+
+
+def _load(path: str, config: str, split: str) -> datasets.Dataset:
+    if not os.path.isdir(path):
+        return datasets.load_dataset(path, config, split=split)
+    # `datasets` keys its cache of a local folder by the folder's name, not its path or contents: a split rewritten in
+    # place, or another store's artifact of the same name, would load stale. A local split is read afresh into memory
+    # through a throwaway cache.
+    with tempfile.TemporaryDirectory() as cache_dir:
+        return datasets.load_dataset(path, config, split=split, cache_dir=cache_dir, keep_in_memory=True)
 
 
 def load_svamp(**metadata) -> datasets.DatasetDict:

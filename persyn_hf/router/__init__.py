@@ -22,6 +22,10 @@ __all__ = [*_EXPORTS, "register", "register_config", "register_model"]
 def __getattr__(name: str):
     if name not in _EXPORTS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    # transformers' Auto modules first: importing them registers the router (`persyn_hf._RouterRegistration`), which
+    # imports the router's modules whole; the other way round, the registration would meet them half-imported.
+    for auto_module in ("configuration_auto", "modeling_auto"):
+        importlib.import_module(f"transformers.models.auto.{auto_module}")
     return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
 
 

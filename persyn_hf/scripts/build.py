@@ -24,12 +24,11 @@ Each builder checks its inputs before it writes anything; `--hub true` pushes to
 from `HF_TOKEN` or `hf auth login`) instead of the local store under `--store_root`.
 """
 
+import difflib
 import sys
 
-from trl import TrlParser
-
 from persyn_hf.builders import magpie_zoo, personalized, persyn_math
-from persyn_hf.cli import run_script
+from persyn_hf.cli import RecipeParser, run_script
 from persyn_hf.generate import SynthesisConfig
 from persyn_hf.store import ArtifactStore, StoreArguments
 
@@ -53,8 +52,8 @@ BUILDERS = {
 }
 
 
-class BuildParser(TrlParser):
-    """`persyn-hf build <builder> ...`: one `TrlParser` subparser per builder, each over its own dataclasses.
+class BuildParser(RecipeParser):
+    """`persyn-hf build <builder> ...`: one `RecipeParser` subparser per builder, each over its own dataclasses.
 
     Parsing hands the arguments after the builder's name to that builder's parser, so its `--config` YAML and
     flags are checked against its own fields only: an unknown key is an error that names it.
@@ -66,7 +65,7 @@ class BuildParser(TrlParser):
             dest="builder",
             metavar="builder",
             required=True,
-            parser_class=TrlParser,
+            parser_class=RecipeParser,
             help="one of: " + ", ".join(BUILDERS),
         )
         for name, (_, dataclass_types, help_line) in BUILDERS.items():
@@ -75,8 +74,14 @@ class BuildParser(TrlParser):
     def parse_args_and_config(self, args=None, **kwargs) -> tuple:
         """`(builder, *its dataclasses)`."""
         args = list(sys.argv[1:] if args is None else args)
-        if not args or args[0] not in self.builders.choices:
-            self.parse_args(args)  # prints the help, or the error that names the valid builders, and exits
+        if not args or args[0] in ("-h", "--help"):
+            self.parse_args(args)  # prints the help, or says that a builder is required, and exits
+        if args[0] not in self.builders.choices:
+            close = difflib.get_close_matches(args[0], self.builders.choices, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            self.error(
+                f"the first argument must be a builder, one of {list(self.builders.choices)}; got {args[0]!r}{hint}"
+            )
         return (args[0], *self.builders.choices[args[0]].parse_args_and_config(args[1:], **kwargs))
 
 

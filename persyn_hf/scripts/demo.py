@@ -16,9 +16,7 @@ It prints the comparison table and writes `results.json` and `allocation_persyn.
 
 import sys
 
-from trl import TrlParser
-
-from persyn_hf.cli import parse_args
+from persyn_hf.cli import RecipeParser, parse_args
 from persyn_hf.demo.pipeline import DemoArguments, run_demo
 
 
@@ -27,7 +25,7 @@ def main(args: DemoArguments) -> None:
 
 
 def make_parser():
-    return TrlParser((DemoArguments,))
+    return RecipeParser((DemoArguments,))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ accelerate launch --num_processes 4 -m persyn_hf.scripts.eval --config recipes/Q
 ```
 """
 
-from persyn_hf.cli import run_script
+from persyn_hf.cli import RecipeParser, run_script
 from persyn_hf.evaluation import EvalArguments, run
 from persyn_hf.store import ArtifactStore, StoreArguments
 
@@ -34,9 +34,7 @@ def main(args: EvalArguments, store_args: StoreArguments) -> None:
 
 
 def make_parser():
-    from trl import TrlParser
-
-    return TrlParser((EvalArguments, StoreArguments))
+    return RecipeParser((EvalArguments, StoreArguments))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ A killed run resumes where it stopped when run again with the same `results_dir`
 beside the dataset as `cost_report-<generations_config>.json`.
 """
 
-from persyn_hf.cli import run_script
+from persyn_hf.cli import RecipeParser, run_script
 from persyn_hf.generate import GenerateArguments, SynthesisConfig, run
 from persyn_hf.store import ArtifactStore, StoreArguments
 
@@ -34,9 +34,7 @@ def main(args: GenerateArguments, synthesis: SynthesisConfig, store_args: StoreA
 
 
 def make_parser():
-    from trl import TrlParser
-
-    return TrlParser((GenerateArguments, SynthesisConfig, StoreArguments))
+    return RecipeParser((GenerateArguments, SynthesisConfig, StoreArguments))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ accelerate launch --config_file recipes/accelerate_configs/ddp.yaml --num_proces
 ```
 """
 
-from persyn_hf.cli import run_script
+from persyn_hf.cli import RecipeParser, run_script
 from persyn_hf.route import RouteConfig, run
 from persyn_hf.store import ArtifactStore, StoreArguments
 
@@ -33,9 +33,7 @@ def main(config: RouteConfig, store_args: StoreArguments) -> None:
 
 
 def make_parser():
-    from trl import TrlParser
-
-    return TrlParser((RouteConfig, StoreArguments))
+    return RecipeParser((RouteConfig, StoreArguments))
 
 
 if __name__ == "__main__":

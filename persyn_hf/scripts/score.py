@@ -22,7 +22,7 @@ persyn-hf score --config recipes/Qwen2.5-1.5B-Instruct/score/config_instruct.yam
 ```
 """
 
-from persyn_hf.cli import run_script
+from persyn_hf.cli import RecipeParser, run_script
 from persyn_hf.score import ScoreArguments, ScoringConfig, run
 from persyn_hf.store import ArtifactStore, StoreArguments
 
@@ -37,9 +37,7 @@ def main(args: ScoreArguments, scoring: ScoringConfig, store_args: StoreArgument
 
 
 def make_parser():
-    from trl import TrlParser
-
-    return TrlParser((ScoreArguments, ScoringConfig, StoreArguments))
+    return RecipeParser((ScoreArguments, ScoringConfig, StoreArguments))
 
 
 if __name__ == "__main__":

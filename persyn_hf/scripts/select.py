@@ -16,7 +16,7 @@ persyn-hf select --config recipes/Qwen2.5-1.5B-Instruct/select/config_baselines_
 ```
 """
 
-from persyn_hf.cli import run_script
+from persyn_hf.cli import RecipeParser, run_script
 from persyn_hf.select import SelectArguments, SelectionConfig, run
 from persyn_hf.store import ArtifactStore, StoreArguments
 
@@ -30,9 +30,7 @@ def main(args: SelectArguments, selection: SelectionConfig, store_args: StoreArg
 
 
 def make_parser():
-    from trl import TrlParser
-
-    return TrlParser((SelectArguments, SelectionConfig, StoreArguments))
+    return RecipeParser((SelectArguments, SelectionConfig, StoreArguments))
 
 
 if __name__ == "__main__":

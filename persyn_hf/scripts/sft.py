@@ -22,7 +22,7 @@ persyn-hf sft --config recipes/Qwen2.5-1.5B-Instruct/sft/config_instruct.yaml \
 ```
 """
 
-from persyn_hf.cli import run_script
+from persyn_hf.cli import RecipeParser, run_script
 from persyn_hf.sft import SFTScriptArguments, run
 from persyn_hf.store import ArtifactStore, StoreArguments
 
@@ -38,16 +38,16 @@ def main(script_args: SFTScriptArguments, training_args, model_args, store_args:
 
 
 def make_parser():
-    from trl import ModelConfig, SFTConfig, TrlParser
+    from trl import ModelConfig, SFTConfig
 
-    return TrlParser((SFTScriptArguments, SFTConfig, ModelConfig, StoreArguments))
+    return RecipeParser((SFTScriptArguments, SFTConfig, ModelConfig, StoreArguments))
 
 
 def make_help_parser():
     """The verb's own fields and TRL's `ModelConfig`, without `SFTConfig` (whose import costs seconds)."""
-    from trl import ModelConfig, TrlParser
+    from trl import ModelConfig
 
-    return TrlParser((SFTScriptArguments, ModelConfig, StoreArguments), epilog=HELP_EPILOG)
+    return RecipeParser((SFTScriptArguments, ModelConfig, StoreArguments), epilog=HELP_EPILOG)
 
 
 if __name__ == "__main__":

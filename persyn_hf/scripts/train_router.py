@@ -24,7 +24,7 @@ persyn-hf train-router --config recipes/Qwen2.5-1.5B-Instruct/router/config_math
 ```
 """
 
-from persyn_hf.cli import run_script
+from persyn_hf.cli import RecipeParser, run_script
 from persyn_hf.store import ArtifactStore, StoreArguments
 from persyn_hf.train_router import RouterModelArguments, TrainRouterArguments, run
 
@@ -44,18 +44,14 @@ def main(args: TrainRouterArguments, model_args: RouterModelArguments, training_
 
 
 def make_parser():
-    from trl import TrlParser
-
     from persyn_hf.router_trainer import RouterConfig
 
-    return TrlParser((TrainRouterArguments, RouterModelArguments, RouterConfig, StoreArguments))
+    return RecipeParser((TrainRouterArguments, RouterModelArguments, RouterConfig, StoreArguments))
 
 
 def make_help_parser():
     """The verb's own fields, without `RouterConfig` (whose `TrainingArguments` import costs seconds)."""
-    from trl import TrlParser
-
-    return TrlParser((TrainRouterArguments, RouterModelArguments, StoreArguments), epilog=HELP_EPILOG)
+    return RecipeParser((TrainRouterArguments, RouterModelArguments, StoreArguments), epilog=HELP_EPILOG)
 
 
 if __name__ == "__main__":

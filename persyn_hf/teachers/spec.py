@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from persyn_hf.errors import ArtifactNotFoundError, ConfigError
+from persyn_hf.errors import ArtifactNotFoundError, ConfigError, check_utf8
 
 BACKENDS = ("tgi", "openai", "local")
 # Generation parameters a teacher may set; each backend maps them onto its own API.
@@ -206,9 +206,10 @@ def _read_entries(path: Path):
         raise ArtifactNotFoundError(
             f"The teachers file {str(path)!r} does not exist: give the path of a teachers YAML."
         )
+    check_utf8(path, "The teachers file", ConfigError)
     try:
         entries = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
+    except yaml.YAMLError as error:
         raise ConfigError(f"The teachers file {str(path)!r} is not valid YAML: {error}") from None
     return entries.get("teachers") if isinstance(entries, dict) else entries
 
