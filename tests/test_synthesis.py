@@ -14,9 +14,9 @@ import pytest
 import yaml
 from datasets import Dataset
 
-from persyn_hf.cli import parse_args
 from persyn_hf.generate import SynthesisConfig, synthesize
 from persyn_hf.scripts import generate as generate_script
+from persyn_hf.scripts.parser import parse_args
 from persyn_hf.store import ArtifactStore
 from persyn_hf.teachers import TeacherSpec
 from persyn_hf.teachers.results import RESULTS_FILE, ResultStore

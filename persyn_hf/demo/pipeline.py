@@ -16,10 +16,10 @@ from pathlib import Path
 
 import yaml
 
-from persyn_hf.cli import load_recipe
 from persyn_hf.cost import generate_then_select, route_then_generate
 from persyn_hf.errors import ConfigError
 from persyn_hf.scripts import VERBS
+from persyn_hf.scripts.parser import load_recipe
 from persyn_hf.store import ArtifactStore, check_writable
 from persyn_hf.teachers import load_teachers
 

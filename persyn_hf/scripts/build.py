@@ -28,8 +28,9 @@ import difflib
 import sys
 
 from persyn_hf.builders import magpie_zoo, personalized, persyn_math
-from persyn_hf.cli import RecipeParser, run_script
+from persyn_hf.cli import run_script
 from persyn_hf.generate import SynthesisConfig
+from persyn_hf.scripts.parser import RecipeParser
 from persyn_hf.store import ArtifactStore, StoreArguments
 
 # builder -> (its module, its parser's dataclasses, one-line help); each module's `run(*configs, store=...)` builds.

@@ -16,8 +16,8 @@ It prints the comparison table and writes `results.json` and `allocation_persyn.
 
 import sys
 
-from persyn_hf.cli import RecipeParser, parse_args
 from persyn_hf.demo.pipeline import DemoArguments, run_demo
+from persyn_hf.scripts.parser import RecipeParser, parse_args
 
 
 def main(args: DemoArguments) -> None:

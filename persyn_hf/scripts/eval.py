@@ -21,8 +21,9 @@ accelerate launch --num_processes 4 -m persyn_hf.scripts.eval --config recipes/Q
 ```
 """
 
-from persyn_hf.cli import RecipeParser, run_script
+from persyn_hf.cli import run_script
 from persyn_hf.evaluation import EvalArguments, run
+from persyn_hf.scripts.parser import RecipeParser
 from persyn_hf.store import ArtifactStore, StoreArguments
 
 

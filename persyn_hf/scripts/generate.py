@@ -22,8 +22,9 @@ A killed run resumes where it stopped when run again with the same `results_dir`
 beside the dataset as `cost_report-<generations_config>.json`.
 """
 
-from persyn_hf.cli import RecipeParser, run_script
+from persyn_hf.cli import run_script
 from persyn_hf.generate import GenerateArguments, SynthesisConfig, run
+from persyn_hf.scripts.parser import RecipeParser
 from persyn_hf.store import ArtifactStore, StoreArguments
 
 

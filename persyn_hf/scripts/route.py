@@ -19,8 +19,9 @@ accelerate launch --config_file recipes/accelerate_configs/ddp.yaml --num_proces
 ```
 """
 
-from persyn_hf.cli import RecipeParser, run_script
+from persyn_hf.cli import run_script
 from persyn_hf.route import RouteConfig, run
+from persyn_hf.scripts.parser import RecipeParser
 from persyn_hf.store import ArtifactStore, StoreArguments
 
 

@@ -22,8 +22,9 @@ persyn-hf score --config recipes/Qwen2.5-1.5B-Instruct/score/config_instruct.yam
 ```
 """
 
-from persyn_hf.cli import RecipeParser, run_script
+from persyn_hf.cli import run_script
 from persyn_hf.score import ScoreArguments, ScoringConfig, run
+from persyn_hf.scripts.parser import RecipeParser
 from persyn_hf.store import ArtifactStore, StoreArguments
 
 

@@ -16,7 +16,8 @@ persyn-hf select --config recipes/Qwen2.5-1.5B-Instruct/select/config_baselines_
 ```
 """
 
-from persyn_hf.cli import RecipeParser, run_script
+from persyn_hf.cli import run_script
+from persyn_hf.scripts.parser import RecipeParser
 from persyn_hf.select import SelectArguments, SelectionConfig, run
 from persyn_hf.store import ArtifactStore, StoreArguments
 

@@ -22,7 +22,8 @@ persyn-hf sft --config recipes/Qwen2.5-1.5B-Instruct/sft/config_instruct.yaml \
 ```
 """
 
-from persyn_hf.cli import RecipeParser, run_script
+from persyn_hf.cli import run_script
+from persyn_hf.scripts.parser import RecipeParser
 from persyn_hf.sft import SFTScriptArguments, run
 from persyn_hf.store import ArtifactStore, StoreArguments
 

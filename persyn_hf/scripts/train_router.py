@@ -24,7 +24,8 @@ persyn-hf train-router --config recipes/Qwen2.5-1.5B-Instruct/router/config_math
 ```
 """
 
-from persyn_hf.cli import RecipeParser, run_script
+from persyn_hf.cli import run_script
+from persyn_hf.scripts.parser import RecipeParser
 from persyn_hf.store import ArtifactStore, StoreArguments
 from persyn_hf.train_router import RouterModelArguments, TrainRouterArguments, run
 
