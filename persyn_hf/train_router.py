@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from persyn_hf.configs import DTYPES, TRAINING_DTYPE, check_choice
+from persyn_hf.configs import DTYPES, TRAINING_DTYPE, check_choice, check_positive
 from persyn_hf.contracts import StageResult
 from persyn_hf.errors import ConfigError, DataError
 from persyn_hf.store import MODEL_FILES, ArtifactStore, check_writable, data_file
@@ -46,6 +46,9 @@ class TrainRouterArguments:
         pairs_repo_id (`str`, *optional*):
             Artifact to also write the explicit pairwise dataset to (`prompt_id`, `teacher_a`, `teacher_b`, `label`;
             C(n, 2) rows per prompt), for inspection or publication. Training never reads it.
+        max_train_prompts (`int`, *optional*):
+            Train on only this many of the training prompts (drawn with the `seed`), the held-out ones unchanged:
+            how the router's quality grows with its training data (paper Fig. 5).
     """
 
     scores_repo_id: str = field(metadata={"help": "Artifact of the scores (persyn-hf score)."})
@@ -62,8 +65,13 @@ class TrainRouterArguments:
     pairs_repo_id: str | None = field(
         default=None, metadata={"help": "Artifact to also write the explicit pairwise dataset to (inspection)."}
     )
+    max_train_prompts: int | None = field(
+        default=None, metadata={"help": "Train on only this many training prompts; the held-out ones unchanged."}
+    )
 
     def __post_init__(self):
+        if self.max_train_prompts is not None:
+            check_positive(self, "max_train_prompts")
         if self.eval_size < 0 or (self.eval_size >= 1 and self.eval_size != int(self.eval_size)):
             raise ConfigError(f"`eval_size` must be 0, a fraction in (0, 1) or a whole count, got {self.eval_size}.")
 
@@ -202,6 +210,8 @@ def run(
     student, alpha = scores_provenance(store, args.scores_repo_id, training_args)
     rows = router_rows(scores, prompts, names)
     train_rows, eval_rows = split_rows(rows, args.eval_size, training_args.seed)
+    if args.max_train_prompts is not None:
+        train_rows = train_rows.select(range(min(args.max_train_prompts, len(train_rows))))
     set_seed(training_args.seed)  # the head's initial weights too: the same seed, the same router
     router, tokenizer = PersynRouterModel.from_backbone(
         backbone,
@@ -233,4 +243,5 @@ def run(
             store.save_dataset(args.pairs_repo_id, pairwise_export(rows, names))
     trainer.accelerator.wait_for_everyone()
     metrics = {key.removeprefix("eval_"): value for key, value in metrics.items()}
-    return StageResult(trainer.model, location, {"metrics": metrics, "student": student, "alpha": alpha})
+    summary = {"metrics": metrics, "student": student, "alpha": alpha, "num_train_prompts": len(train_rows)}
+    return StageResult(trainer.model, location, summary)

@@ -290,3 +290,12 @@ def test_an_eval_split_without_comparable_pairs_trains_without_evaluation(tmp_pa
         trainer = train_router(router, tokenizer, router_rows(), ties, args=training_args(tmp_path, max_steps=1))
     assert trainer.eval_dataset is None
     assert trainer.state.global_step == 1
+
+
+def test_max_train_prompts_trains_on_fewer_prompts_and_keeps_the_held_out_ones(tmp_path, tiny_qwen2_path):
+    inputs = write_inputs(tmp_path)
+    argv = ["train-router", "--config", os.path.join(REPO_ROOT, RECIPE), *overrides(inputs, tiny_qwen2_path)]
+    cli_main([*argv, "--max_train_prompts", "5", "--router_repo_id", "test/router-5"])
+    card = Path(ArtifactStore(inputs["store_root"]).location("test/router-5"), "README.md").read_text()
+    assert "On 6 held-out prompts" in card  # the same held-out split as with every training prompt
+    assert "| Training prompts | 5 (" in card
