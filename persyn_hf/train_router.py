@@ -191,7 +191,7 @@ def run(
 
     from persyn_hf.pairs import pairwise_export, router_rows
     from persyn_hf.router import PersynRouterModel
-    from persyn_hf.router_trainer import router_card, train_router
+    from persyn_hf.router_trainer import METRIC_NAMES, router_card, train_router
     from persyn_hf.teachers import load_teachers
 
     store = store or ArtifactStore()
@@ -242,6 +242,6 @@ def run(
         if args.pairs_repo_id is not None:
             store.save_dataset(args.pairs_repo_id, pairwise_export(rows, names))
     trainer.accelerator.wait_for_everyone()
-    metrics = {key.removeprefix("eval_"): value for key, value in metrics.items()}
+    metrics = {key: metrics[f"eval_{key}"] for key in METRIC_NAMES if f"eval_{key}" in metrics}  # no timings
     summary = {"metrics": metrics, "student": student, "alpha": alpha, "num_train_prompts": len(train_rows)}
     return StageResult(trainer.model, location, summary)

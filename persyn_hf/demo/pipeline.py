@@ -2,7 +2,21 @@
 
 Every stage runs the recipe in `persyn_hf/demo/recipes/<stage>/` (the repository's `recipes/demo/`), parsed as
 strictly as `persyn-hf <verb> --config ...` parses it, with this run's paths filled in, through the stage's `run`;
-only the world (problems, teachers, student) is made here.
+only the world (problems, teachers, student) is made here. The run:
+
+1. the world: tokenizer, teachers and student trained locally (cached), the prompt set X, its router subset X_sub
+   and a held-out split;
+2. Route then Generate: every teacher answers X_sub, which is scored for the student; routers trained on the
+   scores with α = 0.4 (PerSyn), 1 (without quality) and 0 (without learnability) route X, and the routed teachers
+   answer their prompts;
+3. Generate then Select for the comparisons: every teacher answers X (the Oracle, and the router's agreement with
+   it); Strong, Family-Strong, Mix and CAR are selected;
+4. for every strategy, the personalized dataset is built and the student fine-tuned on it with `seeds` seeds, each
+   evaluated on the held-out split, problem by problem;
+5. the report (`results.json`, the printed tables, PNG charts): accuracy over seeds, PerSyn against every other
+   strategy paired by problem, the router against chance and the majority class and against the Oracle, the
+   allocation, and the generation cost; `full` adds the α sweep, the router's data-size curve and, per teacher and
+   kind of problem, the Eq. 2 reward against what the student gains from that teacher's answers.
 """
 
 from __future__ import annotations
@@ -14,9 +28,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import yaml
 
-from persyn_hf.cost import generate_then_select, route_then_generate
+from persyn_hf.cost import generate_then_select, paradigm_costs, route_then_generate
+from persyn_hf.demo import analysis
 from persyn_hf.errors import ConfigError
 from persyn_hf.scripts import VERBS
 from persyn_hf.scripts.parser import load_recipe
@@ -24,7 +40,6 @@ from persyn_hf.store import ArtifactStore, check_writable
 from persyn_hf.teachers import load_teachers
 
 RECIPES_DIR = Path(__file__).with_name("recipes")
-
 STRATEGIES = [
     "persyn",
     "oracle",
@@ -35,16 +50,11 @@ STRATEGIES = [
     "persyn_wo_quality",
     "persyn_wo_learnability",
 ]
-
 # Strategies whose assignments come from a trained router, with the reward mix α (Eq. 2) it is trained on: PerSyn,
 # and its ablations without the quality term (α = 1) and without the learnability term (α = 0).
 ROUTED = {"persyn": 0.4, "persyn_wo_quality": 1.0, "persyn_wo_learnability": 0.0}
-ROUTERS = {
-    "persyn": "demo/persyn-router",
-    "persyn_wo_quality": "demo/persyn-router-wo-quality",
-    "persyn_wo_learnability": "demo/persyn-router-wo-learnability",
-}
-
+# The settings of the paper whose generation cost the report compares: (prompts, teachers, router subset).
+PAPER_SETTINGS = {"Magpie-Zoo (instruction)": (50_000, 19, 2_500), "PerSyn-Math": (10_000, 15, 2_500)}
 QUICK_STEPS = 100
 
 
@@ -56,21 +66,34 @@ class DemoArguments:
         num_prompts (`int`): Size of the prompt set X the students are distilled on.
         router_prompts (`int`): Size of the subset X_sub every teacher answers, to train the router.
         test_prompts (`int`): Size of the held-out split the students are evaluated on.
+        seeds (`int`): Student seeds: every strategy's student is fine-tuned and evaluated once per seed.
+        full (`bool`): Also the α sweep, the router's data-size curve and the reward-against-gain analysis.
+        alphas (`list[float]`): The α values of the sweep (`full`).
+        subset_fractions (`list[float]`): Shares of X_sub's training prompts for the data-size curve (`full`).
         teachers (`str`, *optional*): Teachers YAML (default: the demo world's); relative `model_path`s are
             resolved against `cache_dir`.
-        seed (`int`): Seed of the world (problems, sampling, training).
+        seed (`int`): Seed of the world (problems, sampling, training); student seeds are `seed`, `seed + 1`, ...
         quick (`bool`): A smaller world: fewer training steps for teachers, student and SFT.
-        output_dir (`str`): Where `results.json`, the allocation chart and the stage outputs go.
+        output_dir (`str`): Where `results.json`, the charts and the stage outputs go.
         cache_dir (`str`): Where the trained tokenizer, teachers and student are kept between runs.
         store_root (`str`): The local artifact store every stage writes to.
         recipes_dir (`str`, *optional*): The folder of the stage recipes the demo runs (default: the packaged ones).
     """
 
-    num_prompts: int = field(default=1000, metadata={"help": "Size of the prompt set X."})
-    router_prompts: int = field(default=250, metadata={"help": "Size of X_sub, answered by every teacher."})
-    test_prompts: int = field(default=200, metadata={"help": "Size of the held-out evaluation split."})
+    num_prompts: int = field(default=600, metadata={"help": "Size of the prompt set X."})
+    router_prompts: int = field(default=200, metadata={"help": "Size of X_sub, answered by every teacher."})
+    test_prompts: int = field(default=1000, metadata={"help": "Size of the held-out evaluation split."})
+    seeds: int = field(default=3, metadata={"help": "Student seeds per strategy."})
+    full: bool = field(default=False, metadata={"help": "Also the α sweep, data-size curve and reward/gain."})
+    alphas: list[float] = field(
+        default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0], metadata={"help": "α values of the sweep (full)."}
+    )
+    subset_fractions: list[float] = field(
+        default_factory=lambda: [0.25, 0.5, 0.75, 1.0],
+        metadata={"help": "Shares of X_sub's training prompts for the data-size curve (full)."},
+    )
     teachers: str | None = field(default=None, metadata={"help": "Teachers YAML (default: the demo world's)."})
-    seed: int = field(default=42, metadata={"help": "Seed of the world."})
+    seed: int = field(default=42, metadata={"help": "Seed of the world; student seeds follow it."})
     quick: bool = field(default=False, metadata={"help": "A smaller, faster world (used by the tests)."})
     output_dir: str = field(default="outputs/demo", metadata={"help": "Where results and stage outputs go."})
     cache_dir: str = field(default=".cache/persyn-demo", metadata={"help": "Trained teachers and student."})
@@ -90,10 +113,25 @@ class DemoArguments:
             raise ConfigError(
                 f"`router_prompts` must be in [2, num_prompts={self.num_prompts}], got {self.router_prompts}"
             )
+        if self.seeds < 1:
+            raise ConfigError(f"`seeds` must be at least 1, got {self.seeds}")
+
+
+@dataclass
+class Distilled:
+    """A strategy's outcome: its assignments, what it cost, and each seed's student judged problem by problem."""
+
+    strategy: str
+    assignments: object
+    generations: int
+    verdicts: list[dict[str, bool]] = field(default_factory=list)  # one {prompt_id: correct} per seed
+
+    def accuracies(self) -> list[float]:
+        return [sum(run.values()) / len(run) for run in self.verdicts]
 
 
 class Demo:
-    """One demo run: the world, then each stage's verb on its recipe."""
+    """One demo run: the world, then each stage's verb on its recipe, then the report."""
 
     def __init__(self, args: DemoArguments):
         self.args = args
@@ -101,12 +139,13 @@ class Demo:
         self.store = ArtifactStore(args.store_root)
         for name in ("output_dir", "store_root"):  # before the world is trained: minutes of work
             check_writable(getattr(args, name), f"`{name}` {getattr(args, name)!r}", f"choose another `{name}`")
-        self.teachers = load_teachers(args.teachers)
+        self.specs = load_teachers(args.teachers)
+        self.names = [spec.name for spec in self.specs]
         self.timings: dict[str, float] = {}
-        self.assignments: dict[str, object] = {}  # strategy -> its assignments dataset
-        self.router_metrics: dict[str, float] = {}
+        self.teachers_file = self.student = ""
+        self.router_summary: dict = {}  # what training the PerSyn router reported: metrics, training prompts
 
-    def run_verb(self, verb: str, recipe: str, *positional: str, **overrides):
+    def stage(self, verb: str, recipe: str, *positional: str, **overrides):
         """The stage of `persyn-hf <verb>` on `recipes/demo/<recipe>` with `overrides`, run through its Python API in
         this process and this run's store; returns its `StageResult`."""
         script = importlib.import_module(VERBS[verb][0])
@@ -123,8 +162,8 @@ class Demo:
 
     # The world -------------------------------------------------------------------------------------
 
-    def build_world(self) -> tuple[str, str]:
-        """Train (or reuse) the tokenizer, teachers and student; write the prompts; returns (teachers YAML, student)."""
+    def build_world(self) -> None:
+        """Train (or reuse) the tokenizer, teachers and student; write the teachers YAML and the prompts."""
         from persyn_hf.demo.models import (
             STUDENT_RECIPE,
             TEACHER_RECIPES,
@@ -136,186 +175,344 @@ class Demo:
 
         args, cache = self.args, Path(self.args.cache_dir)
         tokenizer = world_tokenizer(cache, seed=args.seed)
-        unknown = sorted({t.name for t in self.teachers} - set(TEACHER_RECIPES))
+        unknown = sorted(set(self.names) - set(TEACHER_RECIPES))
         if unknown:
             raise ConfigError(
                 f"Demo teachers {unknown} have no recipe; the demo world knows {sorted(TEACHER_RECIPES)}"
             )
         resolved = []
-        for spec in self.teachers:
+        for spec in self.specs:
             recipe = self._scaled(TEACHER_RECIPES[spec.name])
             path = train_teacher(tokenizer, recipe, cache / "teachers", num_examples=1600 if args.quick else 8000)
             resolved.append({**dataclasses.asdict(spec), "model_path": path})
-        student = pretrain_student(tokenizer, self._scaled(STUDENT_RECIPE), cache / "student")
+        self.student = pretrain_student(tokenizer, self._scaled(STUDENT_RECIPE), cache / "student")
         self.out.mkdir(parents=True, exist_ok=True)
-        teachers_file = self.out / "teachers.yaml"
-        teachers_file.write_text(yaml.safe_dump({"teachers": resolved}, sort_keys=False))
+        self.teachers_file = str(self.out / "teachers.yaml")
+        Path(self.teachers_file).write_text(yaml.safe_dump({"teachers": resolved}, sort_keys=False))
 
-        train = make_problems(args.num_prompts, args.seed, split="train")
-        subset = problems_dataset(train).shuffle(seed=args.seed).select(range(args.router_prompts))
-        self.store.save_dataset("demo/prompts", problems_dataset(train))
+        train = problems_dataset(make_problems(args.num_prompts, args.seed, split="train"))
+        self.store.save_dataset("demo/prompts", train)
+        subset = train.shuffle(seed=args.seed).select(range(args.router_prompts))
         self.store.save_dataset("demo/prompts", subset, config_name="router")
         test = problems_dataset(make_problems(args.test_prompts, args.seed, split="test"))
         self.store.save_dataset("demo/prompts", test, config_name="heldout", split="test")
-        return str(teachers_file), student
 
     def _scaled(self, recipe):
         return dataclasses.replace(recipe, steps=QUICK_STEPS) if self.args.quick else recipe
 
-    # The method ------------------------------------------------------------------------------------
-
-    def run(self) -> list[dict]:
-        teachers, student = self.timed("world", self.build_world)
-        paths = {"teachers": teachers, "results_dir": str(self.out / "generation-results")}
-        # Generate then Select on X_sub: every teacher answers the router's subset
-        self.timed("generate_router_subset", self.run_verb, "generate", "generate/config_router_subset.yaml", **paths)
-        # Route then Generate on X, with PerSyn's router and the two ablations' (rewards without one term)
-        for strategy, alpha in ROUTED.items():
-            self.route_then_generate(strategy, alpha, teachers, student, paths)
-        # The baselines and the Oracle need every teacher's answer to all of X (Generate then Select)
-        self.timed("generate_parallel", self.run_verb, "generate", "generate/config_parallel.yaml", **paths)
-        self.timed("score_parallel", self.run_verb, "score", "score/config_parallel.yaml", student=student)
-        return [self.distill(strategy, teachers, student) for strategy in STRATEGIES]
-
-    def route_then_generate(self, strategy: str, alpha: float, teachers: str, student: str, paths: dict) -> None:
-        """Score X_sub with reward mix `alpha`, train a router on it, route X, and generate the routed answers."""
-        scores, router = f"demo/scores-router-{strategy}", ROUTERS[strategy]
-        self.timed(
-            f"score_router_subset_{strategy}",
-            self.run_verb,
-            "score",
-            "score/config_router_subset.yaml",
-            student=student,
-            alpha=alpha,
-            scores_repo_id=scores,
-        )
-        trained = self.timed(
-            f"train_router_{strategy}",
-            self.run_verb,
-            "train-router",
-            "router/config_demo.yaml",
-            teachers=teachers,
-            model_name_or_path=student,
-            scores_repo_id=scores,
-            router_repo_id=router,
-            output_dir=self.out / "router-training" / strategy,
-            **self._quick_training(),
-        )
-        if strategy == "persyn":
-            self.router_metrics = trained.summary["metrics"]
-        assignments = f"demo/assignments-{strategy}"
-        routed = self.timed(
-            f"route_{strategy}",
-            self.run_verb,
-            "route",
-            "route/config_demo.yaml",
-            router_repo_id=router,
-            assignments_repo_id=assignments,
-        )
-        self.assignments[strategy] = routed.artifact
-        self.timed(
-            f"generate_routed_{strategy}",
-            self.run_verb,
-            "generate",
-            "generate/config_routed.yaml",
-            assignments_repo_id=assignments,
-            generations_config=f"routed-{strategy}",
-            **paths,
-        )
-
-    def distill(self, strategy: str, teachers: str, student: str) -> dict:
-        """Select (or route), build the personalized dataset, fine-tune the student and evaluate it."""
-        if strategy not in ROUTED:
-            selected = self.run_verb(
-                "select",
-                "select/config_demo.yaml",
-                teachers=teachers,
-                strategy=strategy,
-                assignments_repo_id=f"demo/assignments-{strategy}",
-            )
-            self.assignments[strategy] = selected.artifact
-        generations = f"routed-{strategy}" if strategy in ROUTED else "parallel"
-        self.run_verb(
-            "build",
-            "build/config_personalized.yaml",
-            "personalized",
-            teachers=teachers,
-            student=student,
-            strategy=strategy,
-            assignments_repo_id=f"demo/assignments-{strategy}",
-            generations_config=generations,
-        )
-        self.run_verb(
-            "sft",
-            "sft/config_demo.yaml",
-            model_name_or_path=student,
-            dataset_config=strategy,
-            student_repo_id=f"demo/student-{strategy}",
-            output_dir=self.out / "sft" / strategy,
-            **self._quick_training(),
-        )
-        evaluated = self.run_verb(
-            "eval",
-            "eval/config_demo.yaml",
-            model_name_or_path=f"demo/student-{strategy}",
-            output_dir=self.out / "eval" / strategy,
-        )
-        return self._result(strategy, evaluated.summary["tasks"]["persyn_heldout"]["accuracy"])
-
-    # Results ---------------------------------------------------------------------------------------
-
     def _quick_training(self) -> dict:
         return {"max_steps": 6} if self.args.quick else {}
 
-    def generations_needed(self, strategy: str, num_teachers: int) -> int:
-        """Teacher generations a strategy needs on its own (rejection-sampling attempts not counted)."""
-        N, S = self.args.num_prompts, self.args.router_prompts
-        if strategy in ROUTED or strategy == "car":  # the parallel subset, then one teacher per prompt
-            return route_then_generate(N, num_teachers, S)
-        if strategy == "oracle":  # every teacher's answer to all of X
-            return generate_then_select(N, num_teachers)
-        return N  # strong, family_strong, mix: one teacher per prompt, chosen up front
+    # The method ------------------------------------------------------------------------------------
 
-    def _result(self, strategy: str, accuracy: float) -> dict:
-        assigned = self.assignments[strategy]["teacher"]
-        teachers = [t.name for t in self.teachers]
+    def generate(self, recipe: str, **overrides):
+        return self.stage(
+            "generate",
+            f"generate/{recipe}",
+            teachers=self.teachers_file,
+            results_dir=self.out / "generation-results",
+            **overrides,
+        )
+
+    def score(self, recipe: str, scores: str, alpha: float):
+        return self.stage("score", f"score/{recipe}", student=self.student, alpha=alpha, scores_repo_id=scores)
+
+    def train_router(self, name: str, scores: str, **overrides):
+        return self.stage(
+            "train-router",
+            "router/config_demo.yaml",
+            teachers=self.teachers_file,
+            model_name_or_path=self.student,
+            scores_repo_id=scores,
+            router_repo_id=f"demo/router-{name}",
+            output_dir=self.out / "router-training" / name,
+            **{**self._quick_training(), **overrides},
+        )
+
+    def route_then_generate(self, name: str, alpha: float) -> Distilled:
+        """Score X_sub with reward mix `alpha`, train a router on it, route X, and generate the routed answers."""
+        scores = f"demo/scores-router-alpha-{alpha:g}"
+        self.timed(f"score_router_subset_{name}", self.score, "config_router_subset.yaml", scores, alpha)
+        trained = self.timed(f"train_router_{name}", self.train_router, name, scores)
+        if name == "persyn":
+            self.router_summary = trained.summary
+        routed = self.timed(
+            f"route_{name}",
+            self.stage,
+            "route",
+            "route/config_demo.yaml",
+            router_repo_id=f"demo/router-{name}",
+            assignments_repo_id=f"demo/assignments-{name}",
+        )
+        self.timed(
+            f"generate_routed_{name}",
+            self.generate,
+            "config_routed.yaml",
+            assignments_repo_id=f"demo/assignments-{name}",
+            generations_config=f"routed-{name}",
+        )
+        needed = route_then_generate(self.args.num_prompts, len(self.names), self.args.router_prompts)
+        return Distilled(name, routed.artifact, needed)
+
+    def select(self, strategy: str, name: str | None = None, **overrides) -> Distilled:
+        """Assign X with a strategy that needs no router."""
+        name = name or strategy
+        selected = self.stage(
+            "select",
+            "select/config_demo.yaml",
+            teachers=self.teachers_file,
+            strategy=strategy,
+            assignments_repo_id=f"demo/assignments-{name}",
+            **overrides,
+        )
+        N, n, S = self.args.num_prompts, len(self.names), self.args.router_prompts
+        needed = {"oracle": generate_then_select(N, n), "car": route_then_generate(N, n, S)}.get(strategy, N)
+        return Distilled(name, selected.artifact, needed)
+
+    def distill(self, outcome: Distilled, generations_config: str) -> Distilled:
+        """Build the strategy's personalized dataset, then fine-tune and evaluate the student once per seed."""
+        self.stage(
+            "build",
+            "build/config_personalized.yaml",
+            "personalized",
+            teachers=self.teachers_file,
+            student=self.student,
+            strategy=outcome.strategy,
+            assignments_repo_id=f"demo/assignments-{outcome.strategy}",
+            generations_config=generations_config,
+        )
+        for seed in range(self.args.seed, self.args.seed + self.args.seeds):
+            student = f"demo/student-{outcome.strategy}-seed{seed}"
+            self.stage(
+                "sft",
+                "sft/config_demo.yaml",
+                model_name_or_path=self.student,
+                dataset_config=outcome.strategy,
+                student_repo_id=student,
+                output_dir=self.out / "sft" / outcome.strategy,
+                seed=seed,
+                **self._quick_training(),
+            )
+            evaluated = self.stage(
+                "eval",
+                "eval/config_demo.yaml",
+                model_name_or_path=student,
+                output_dir=self.out / "eval" / outcome.strategy / f"seed{seed}",
+            )
+            outcome.verdicts.append(evaluated.summary["problems"]["persyn_heldout"])
+        return outcome
+
+    def run(self) -> dict:
+        """Every stage, then the report."""
+        self.timed("world", self.build_world)
+        self.timed("generate_router_subset", self.generate, "config_router_subset.yaml")
+        outcomes = {name: self.route_then_generate(name, alpha) for name, alpha in ROUTED.items()}
+        self.timed("generate_parallel", self.generate, "config_parallel.yaml")
+        self.timed("score_parallel", self.score, "config_parallel.yaml", "demo/scores-parallel", ROUTED["persyn"])
+        for strategy in ("oracle", "strong", "mix", "family_strong"):
+            outcomes[strategy] = self.select(strategy)
+        outcomes["car"] = self.select("car", scores_repo_id="demo/scores-router-alpha-0.4")
+        for name in STRATEGIES:
+            config = f"routed-{name}" if name in ROUTED else "parallel"
+            self.timed(f"distill_{name}", self.distill, outcomes[name], config)
+        report = self.report([outcomes[name] for name in STRATEGIES])
+        if self.args.full:
+            report["alpha_sweep"] = self.timed("alpha_sweep", self.alpha_sweep, outcomes)
+            report["data_size"] = self.timed("data_size_curve", self.data_size_curve)
+            report["reward_and_gain"] = self.timed("reward_and_gain", self.reward_and_gain)
+        return report
+
+    # Analyses --------------------------------------------------------------------------------------
+
+    def report(self, outcomes: list[Distilled]) -> dict:
+        """The comparison of the strategies, the router's quality, the cost."""
+        persyn = outcomes[0]
+        heldout = self.store.load_dataset("demo/prompts", "heldout", "test")
+        kinds = dict(zip(heldout["prompt_id"], heldout["kind"])) if "kind" in heldout.column_names else {}
+        rows = [
+            {
+                "strategy": outcome.strategy,
+                "accuracy": analysis.seed_summary(outcome.accuracies()),
+                "accuracy_by_kind": by_kind(outcome.verdicts, kinds),
+                "generations": outcome.generations,
+                "allocation": allocation(outcome.assignments, self.names),
+            }
+            for outcome in outcomes
+        ]
+        paired = [
+            {"strategy": outcome.strategy, **analysis.paired_difference(persyn.verdicts, outcome.verdicts)}
+            for outcome in outcomes[1:]
+        ]
+        oracle = next(outcome for outcome in outcomes if outcome.strategy == "oracle")
         return {
-            "strategy": strategy,
-            "accuracy": accuracy,
-            "generations": self.generations_needed(strategy, len(teachers)),
-            "allocation": {t: assigned.count(t) / len(assigned) for t in teachers},
+            "results": rows,
+            "persyn_minus": paired,
+            "router": {**self.router_summary["metrics"], **self.router_baselines()},
+            "router_vs_oracle": {
+                "persyn": rows[0]["accuracy"],
+                "oracle": next(row["accuracy"] for row in rows if row["strategy"] == "oracle"),
+                "agreement": agreement(persyn.assignments, oracle.assignments),
+            },
+            "cost": {
+                "this world": paradigm_costs(self.args.num_prompts, len(self.names), self.args.router_prompts),
+                **{name: paradigm_costs(*setting) for name, setting in PAPER_SETTINGS.items()},
+            },
         }
 
+    def router_baselines(self) -> dict:
+        """Chance and majority-class Hit@k on the PerSyn router's held-out subset prompts (as `train-router` splits
+        them)."""
+        from persyn_hf.pairs import router_rows
+        from persyn_hf.train_router import split_rows
 
-def results_table(results: list[dict]) -> str:
-    """The demo's comparison table: strategy, held-out accuracy, generations, allocation."""
-    teachers = list(results[0]["allocation"])
-    header = f"| strategy | accuracy | generations | {' | '.join(teachers)} |"
-    lines = [header, "|" + "---|" * (3 + len(teachers))]
-    for row in results:
+        recipe = yaml.safe_load((Path(self.args.recipes_dir) / "router/config_demo.yaml").read_text())
+        scores = self.store.load_dataset(f"demo/scores-router-alpha-{ROUTED['persyn']:g}")
+        rows = router_rows(scores, self.store.load_dataset("demo/prompts", "router"), self.names)
+        train, held_out = split_rows(rows, recipe["eval_size"], recipe["seed"])
+        baselines = analysis.router_baselines(
+            np.array(train["teacher_rewards"], dtype=float), np.array(held_out["teacher_rewards"], dtype=float)
+        )
+        baselines["majority_teacher"] = self.names[baselines["majority_teacher"]]
+        return baselines
+
+    def alpha_sweep(self, outcomes: dict[str, Distilled]) -> list[dict]:
+        """Student accuracy of PerSyn with routers trained at each α (paper Fig. 4); α = 0.4, 1 and 0 are PerSyn and
+        its two ablations, already run."""
+        done = {alpha: outcomes[name] for name, alpha in ROUTED.items()}
+        sweep = []
+        for alpha in self.args.alphas:
+            outcome = done.get(alpha)
+            if outcome is None:
+                name = f"persyn_alpha_{alpha:g}"
+                outcome = self.distill(self.route_then_generate(name, alpha), f"routed-{name}")
+            sweep.append({"alpha": alpha, "accuracy": analysis.seed_summary(outcome.accuracies())})
+        return sweep
+
+    def data_size_curve(self) -> list[dict]:
+        """The router's Hit@1 and Hit@3 on the same held-out subset prompts when trained on a share of the others
+        (paper Fig. 5)."""
+        scores = f"demo/scores-router-alpha-{ROUTED['persyn']:g}"
+        curve = []
+        for fraction in self.args.subset_fractions:
+            train_prompts = max(1, round(fraction * self.router_summary["num_train_prompts"]))
+            trained = self.train_router(f"size-{train_prompts}", scores, max_train_prompts=train_prompts)
+            metrics = trained.summary["metrics"]
+            curve.append(
+                {"train_prompts": train_prompts, "hit_at_1": metrics["hit_at_1"], "hit_at_3": metrics["hit_at_3"]}
+            )
+        return curve
+
+    def reward_and_gain(self) -> list[dict]:
+        """Per teacher and kind of problem: the mean Eq. 2 reward of its answers on X, and the held-out accuracy the
+        student gains by learning from that teacher alone (over the student before fine-tuning), over the seeds."""
+        base = self.stage(
+            "eval", "eval/config_demo.yaml", model_name_or_path=self.student, output_dir=self.out / "eval" / "base"
+        ).summary["problems"]["persyn_heldout"]
+        heldout = self.store.load_dataset("demo/prompts", "heldout", "test")
+        kinds = dict(zip(heldout["prompt_id"], heldout["kind"])) if "kind" in heldout.column_names else {}
+        base_by_kind = by_kind([base], kinds)
+        rewards = mean_reward_by_teacher_and_kind(
+            self.store.load_dataset("demo/scores-parallel"), self.store.load_dataset("demo/prompts")
+        )
+        points = []
+        for teacher in self.names:
+            outcome = self.distill(self.select("strong", f"teacher-{teacher}", strong_teacher=teacher), "parallel")
+            gained = by_kind(outcome.verdicts, kinds)
+            for kind, accuracy in gained.items():
+                points.append(
+                    {
+                        "teacher": teacher,
+                        "kind": kind,
+                        "reward": rewards.get((teacher, kind)),
+                        "gain": accuracy - base_by_kind[kind],
+                    }
+                )
+        return points
+
+
+def by_kind(verdicts: list[dict[str, bool]], kinds: dict[str, str]) -> dict[str, float]:
+    """Mean accuracy over seeds per kind of problem (`{"all": ...}` when the problems have no kind)."""
+    groups: dict[str, list[float]] = {}
+    for run in verdicts:
+        for prompt_id, correct in run.items():
+            groups.setdefault(kinds.get(prompt_id, "all"), []).append(float(correct))
+    return {kind: float(np.mean(values)) for kind, values in sorted(groups.items())}
+
+
+def allocation(assignments, teachers: list[str]) -> dict[str, float]:
+    """Share of prompts per teacher."""
+    assigned = assignments["teacher"]
+    return {teacher: assigned.count(teacher) / len(assigned) for teacher in teachers}
+
+
+def agreement(ours, theirs) -> float:
+    """Share of the prompts both assignments cover that they give to the same teacher."""
+    mine = dict(zip(ours["prompt_id"], ours["teacher"]))
+    shared = [(mine[p], t) for p, t in zip(theirs["prompt_id"], theirs["teacher"]) if p in mine]
+    return sum(a == b for a, b in shared) / len(shared)
+
+
+def mean_reward_by_teacher_and_kind(scores, prompts) -> dict[tuple[str, str], float]:
+    kinds = dict(zip(prompts["prompt_id"], prompts["kind"])) if "kind" in prompts.column_names else {}
+    groups: dict[tuple[str, str], list[float]] = {}
+    for prompt_id, teacher, reward in zip(scores["prompt_id"], scores["teacher"], scores["reward"]):
+        if reward is not None and np.isfinite(reward):
+            groups.setdefault((teacher, kinds.get(prompt_id, "all")), []).append(reward)
+    return {key: float(np.mean(values)) for key, values in groups.items()}
+
+
+# Printing --------------------------------------------------------------------------------------------------------
+
+
+def results_table(report: dict) -> str:
+    """Table 2 of the demo: accuracy over seeds (mean ± std, then each seed), generations, allocation."""
+    teachers = list(report["results"][0]["allocation"])
+    lines = [
+        f"| strategy | accuracy (mean ± std) | seeds | generations | {' | '.join(teachers)} |",
+        "|" + "---|" * (4 + len(teachers)),
+    ]
+    for row in report["results"]:
+        accuracy = row["accuracy"]
+        seeds = " ".join(f"{value:.3f}" for value in accuracy["seeds"])
         shares = " | ".join(f"{row['allocation'][t]:.0%}" for t in teachers)
-        lines.append(f"| {row['strategy']} | {row['accuracy']:.3f} | {row['generations']} | {shares} |")
+        lines.append(
+            f"| {row['strategy']} | {accuracy['mean']:.3f} ± {accuracy['std']:.3f} | {seeds} | "
+            f"{row['generations']} | {shares} |"
+        )
+    return "\n".join(lines)
+
+
+def paired_table(report: dict) -> str:
+    lines = ["| PerSyn minus | difference | 95% CI (bootstrap over problems) |", "|---|---|---|"]
+    for row in report["persyn_minus"]:
+        lines.append(
+            f"| {row['strategy']} | {row['difference']:+.3f} | [{row['ci95'][0]:+.3f}, {row['ci95'][1]:+.3f}] |"
+        )
     return "\n".join(lines)
 
 
 def run_demo(args: DemoArguments) -> dict:
-    """Run the demo; print the table and write `results.json` and the allocation chart to `output_dir`."""
+    """Run the demo; print the tables and write `results.json` and the charts to `output_dir`."""
     from persyn_hf.cards import allocation_chart
 
     demo = Demo(args)
     start = time.perf_counter()
-    results = demo.run()
-    report = {
-        "results": results,
-        "router": {"hit_at_3": demo.router_metrics.get("hit_at_3")},
-        "wall_time_s": {**demo.timings, "total": round(time.perf_counter() - start, 1)},
-        "world": dataclasses.asdict(args),
-    }
+    report = demo.run()
+    report["wall_time_s"] = {**demo.timings, "total": round(time.perf_counter() - start, 1)}
+    report["world"] = {**dataclasses.asdict(args), "teachers": [dataclasses.asdict(spec) for spec in demo.specs]}
     (demo.out / "results.json").write_text(json.dumps(report, indent=2))
-    persyn = next(r for r in results if r["strategy"] == "persyn")
+    persyn = report["results"][0]
     counts = {t: round(share * args.num_prompts) for t, share in persyn["allocation"].items()}
-    allocation_chart(counts, demo.teachers, demo.out / "allocation_persyn.png", "PerSyn allocation (demo)")
-    print(results_table(results))
-    print(f"router Hit@3 on held-out subset prompts: {report['router']['hit_at_3']}")
+    allocation_chart(counts, demo.specs, demo.out / "allocation_persyn.png", "PerSyn allocation (demo)")
+    router = report["router"]
+    print(results_table(report))
+    print(paired_table(report))
+    print(
+        f"router on held-out subset prompts: Hit@1 {router.get('hit_at_1', float('nan')):.3f} (chance "
+        f"{router['chance_hit_at_1']:.3f}, majority {router['majority_hit_at_1']:.3f}), Hit@3 "
+        f"{router.get('hit_at_3', float('nan')):.3f} (chance {router['chance_hit_at_3']:.3f}, majority "
+        f"{router['majority_hit_at_3']:.3f}); agreement with the Oracle on X: "
+        f"{report['router_vs_oracle']['agreement']:.3f}"
+    )
     print(f"wall time: {report['wall_time_s']['total']} s; results in {demo.out / 'results.json'}")
     return report
