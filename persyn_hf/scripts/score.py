@@ -2,7 +2,8 @@
 
 Reads the generations (`persyn-hf generate`) and their prompts from the artifact store, scores each response
 with the chosen quality scorer and the student, and writes the scores dataset: `prompt_id`, `teacher`,
-`quality`, `learnability`, `reward`.
+`quality`, `learnability`, `reward`. Learnability (`persyn_hf.learnability`) scores exactly the tokens the sft stage
+trains on; a response it cannot score gets NaN, and the count per reason is printed.
 
 # Instruction data: a reward model for quality, one process
 ```bash
@@ -13,6 +14,13 @@ persyn-hf score --config recipes/Qwen2.5-1.5B-Instruct/score/config_instruct.yam
 ```bash
 accelerate launch --config_file recipes/accelerate_configs/ddp.yaml --num_processes 8 -m persyn_hf.scripts.score \
     --config recipes/Qwen2.5-1.5B-Instruct/score/config_math.yaml
+```
+
+# Learnability computed by a vLLM server serving the student (prefix caching off: exact prompt log-probabilities)
+```bash
+vllm serve Qwen/Qwen2.5-1.5B-Instruct --no-enable-prefix-caching &
+persyn-hf score --config recipes/Qwen2.5-1.5B-Instruct/score/config_math.yaml \
+    --learnability_backend openai --learnability_base_url http://localhost:8000
 ```
 
 # Any recipe, with overrides (here: the "w/o learnability" mix and a local store)
@@ -30,15 +38,9 @@ from dataclasses import dataclass, field
 from datasets import Dataset
 
 from persyn_hf.cli import parse_args
+from persyn_hf.learnability import LearnabilityConfig, LearnabilityScores, prepare_student, score_learnability
 from persyn_hf.pairs import prompt_columns
-from persyn_hf.rewards import (
-    QUALITY_SCORERS,
-    ScoringConfig,
-    learnability_scores,
-    load_for_scoring,
-    mix_rewards,
-    require_columns,
-)
+from persyn_hf.rewards import QUALITY_SCORERS, ScoringConfig, mix_rewards, require_columns
 from persyn_hf.store import ArtifactStore, StoreArguments
 
 
@@ -97,25 +99,38 @@ def scoring_rows(generations: Dataset, prompts: Dataset) -> Dataset:
     return rows
 
 
-def score_responses(rows: Dataset, student: str, config: ScoringConfig, device="cpu", show_progress=True):
-    """(quality, learnability) of every row: the configured quality scorer, then Eq. 1 with the student."""
-    from transformers import AutoModelForCausalLM
-
+def score_responses(
+    rows: Dataset,
+    student: str,
+    config: ScoringConfig,
+    learnability: LearnabilityConfig,
+    device="cpu",
+    show_progress=True,
+) -> tuple[list[float], LearnabilityScores]:
+    """(quality, learnability) of every row: the configured quality scorer, then Eq. 1 with the student (whose
+    tokenizer, template and length bound are checked first, so that a bad student fails before the quality work)."""
+    prepare_student(learnability, student)
     quality = QUALITY_SCORERS[config.quality_scorer](rows, config, device=device, show_progress=show_progress)
-    model, tokenizer = load_for_scoring(AutoModelForCausalLM, student, config.dtype, device)
-    learnability = learnability_scores(
-        model,
-        tokenizer,
+    learnability_scores = score_learnability(
+        learnability,
+        student,
         rows["messages"],
         rows["response"],
-        config.batch_size,
-        config.max_tokens_per_batch,
-        show_progress,
+        batch_size=config.batch_size,
+        max_tokens_per_batch=config.max_tokens_per_batch,
+        dtype=config.dtype,
+        device=device,
+        show_progress=show_progress,
     )
-    return quality, learnability
+    return quality, learnability_scores
 
 
-def main(script_args: ScoreScriptArguments, scoring: ScoringConfig, store_args: StoreArguments):
+def main(
+    script_args: ScoreScriptArguments,
+    scoring: ScoringConfig,
+    learnability: LearnabilityConfig,
+    store_args: StoreArguments,
+):
     from accelerate import PartialState
     from accelerate.utils import gather_object
 
@@ -127,30 +142,36 @@ def main(script_args: ScoreScriptArguments, scoring: ScoringConfig, store_args: 
     prompts = store.load_dataset(script_args.prompts_repo_id, script_args.prompts_config, script_args.prompts_split)
     rows = scoring_rows(generations, prompts)  # every process validates, so bad input fails before any work
     with state.split_between_processes(list(range(len(rows)))) as shard:
-        quality, learnability = score_responses(
-            rows.select(shard), script_args.student, scoring, state.device, show_progress=state.is_local_main_process
+        quality, learned = score_responses(
+            rows.select(shard),
+            script_args.student,
+            scoring,
+            learnability,
+            state.device,
+            show_progress=state.is_local_main_process,
         )
-        scored = list(zip(shard, quality, learnability))
+        scored = list(zip(shard, quality, learned.scores, learned.nan_reasons))
     scored = sorted(gather_object(scored))
     if state.is_main_process:
         scores = Dataset.from_dict(
             {
                 "prompt_id": rows["prompt_id"],
                 "teacher": rows["teacher"],
-                "quality": [q for _, q, _ in scored],
-                "learnability": [lrn for _, _, lrn in scored],
+                "quality": [q for _, q, _, _ in scored],
+                "learnability": [lrn for _, _, lrn, _ in scored],
             }
         )
         scores = mix_rewards(scores, scoring.alpha, scoring.normalization)
         location = store.save_dataset(script_args.scores_repo_id, scores)
         print(f"Wrote {len(scores)} scores to {location}")
+        print(LearnabilityScores([lrn for _, _, lrn, _ in scored], [why for *_, why in scored]).summary())
     state.wait_for_everyone()
 
 
 def make_parser():
     from trl import TrlParser
 
-    return TrlParser((ScoreScriptArguments, ScoringConfig, StoreArguments))
+    return TrlParser((ScoreScriptArguments, ScoringConfig, LearnabilityConfig, StoreArguments))
 
 
 if __name__ == "__main__":
