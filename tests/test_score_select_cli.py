@@ -144,3 +144,19 @@ def test_score_under_accelerate_with_two_processes_matches_one(store, tiny_qwen2
     assert two["quality"] == one["quality"]
     assert two["learnability"] == pytest.approx(one["learnability"], abs=1e-5)
     assert result.stdout.count("Wrote 6 scores") == 1  # written once, by the main process
+
+
+def test_learnability_on_an_openai_server_equals_local_and_nan_reasons_are_printed(store, tiny_qwen2_path, capsys):
+    from persyn_hf.teachers.server import TeacherServer
+
+    generations = dict(GENERATIONS, response=[*GENERATIONS["response"][:5], "  "])  # the last one is blank
+    store.save_dataset("local/blank", Dataset.from_dict(generations))
+    cli(["score", *score_argv(store, tiny_qwen2_path, generations_repo_id="local/blank")])
+    local = store.load_dataset("local/scores")["learnability"]
+    assert "learnability: 5 of 6 responses scored; NaN: 1 empty_response" in capsys.readouterr().out
+    with TeacherServer(model_path=tiny_qwen2_path) as server:
+        options = {"generations_repo_id": "local/blank", "scores_repo_id": "local/scores-engine"}
+        engine_options = {"learnability_backend": "openai", "learnability_base_url": server.url}
+        cli(["score", *score_argv(store, tiny_qwen2_path, **options, **engine_options)])
+    engine = store.load_dataset("local/scores-engine")["learnability"]
+    assert engine[:5] == pytest.approx(local[:5], abs=1e-4) and math.isnan(engine[5]) and math.isnan(local[5])
