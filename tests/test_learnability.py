@@ -103,6 +103,13 @@ def test_batched_learnability_equals_the_naive_loop(student, padding_free, batch
     assert result.scores == pytest.approx(expected, abs=1e-4)
 
 
+def test_padding_free_is_exact_with_eager_attention_too(tiny_qwen2_path, tiny_tokenizer):
+    model = AutoModelForCausalLM.from_pretrained(tiny_qwen2_path, attn_implementation="eager")
+    result = scores(model, tiny_tokenizer, PROMPTS, RESPONSES, padding_free=True)
+    expected = [naive_learnability(model, tiny_tokenizer, m, r) for m, r in zip(PROMPTS, RESPONSES)]
+    assert result.scores == pytest.approx(expected, abs=1e-4)
+
+
 def test_assistant_only_loss_scores_the_templates_generation_block(student):
     model, tokenizer = student  # the fixture template's {% generation %} block ends at <|im_end|>, before "\n"
     result = scores(model, tokenizer, PROMPTS, RESPONSES, assistant_only_loss=True)
