@@ -369,12 +369,14 @@ def learnability_scores(
     Args:
         count_end_of_turn: Score the template's end of turn with the response (`True`: exactly SFT's tokens) or
             not (`False`: the |y| tokens of Eq. 1).
-        max_length: Longest prompt + response scored, in tokens (defaults to `student_max_length(model.config)`); longer
-            pairs get NaN before any forward pass.
+        max_length: Longest prompt + response scored, in tokens (defaults to the student's context,
+            `student_max_length(model.config)`); longer pairs get NaN before any forward pass.
         assistant_only_loss: As the SFT stage's `SFTConfig.assistant_only_loss`.
         padding_free: Pack each batch into one row without padding (positions restarting per sequence) instead of
-            left-padded length-bucketed batches. Needs a model whose attention honours packed `position_ids`
-            (transformers' Llama, Qwen2 and most decoders with sdpa or eager attention; flash-attention varlen).
+            left-padding it. Exact only for a model whose attention honours packed `position_ids` (transformers'
+            Llama and Qwen2 with sdpa or eager attention do, checked in the tests, as flash-attention's varlen path). On
+            CPU it is no faster than padded batches of the same size (`benchmarks/learnability.py`): padded is the
+            default because it is exact for every model.
         batch_size, max_tokens_per_batch: Most pairs, and most (padded) tokens, in one forward pass.
     """
     from tqdm.auto import tqdm
@@ -432,8 +434,7 @@ class LearnabilityConfig:
         assistant_only_loss (`bool`, *optional*, defaults to `False`):
             Set as in the sft stage's `SFTConfig`: `True` scores only the template's `{% generation %}` block.
         padding_free (`bool`, *optional*, defaults to `False`):
-            Pack each batch into one row without padding (`transformers` backend). Slower than padded batches on
-            CPU with sdpa (`benchmarks/learnability.py`); for flash-attention GPUs.
+            Pack each batch into one row without padding (`transformers` backend); see `learnability_scores`.
     """
 
     learnability_backend: str = field(default="transformers", metadata={"help": "transformers or openai."})
