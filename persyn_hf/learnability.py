@@ -563,8 +563,8 @@ def engine_learnability_scores(
     `endpoint` is a `TeacherSpec` (`engine_endpoint(...)`); requests run in a `TeacherPool` (`pool_config`: its
     concurrency, time-outs and retries); a request that fails for good leaves its score NaN (`engine_error`).
     `max_length` is the server's context (vLLM's `--max-model-len`): the one generated token must fit too, so
-    pairs of more than `max_length - 1` tokens are not sent. Run vLLM with `--no-enable-prefix-caching`: with
-    prefix caching, prompt log-probabilities of cached positions are not recomputed (wrong or missing).
+    pairs of more than `max_length - 1` tokens are not sent. Run vLLM with `--no-enable-prefix-caching`: its prefix
+    caching has had bugs with prompt log-probabilities (positions served from the cache).
     """
     from persyn_hf.teachers.pool import PoolConfig, RequestFailed, TeacherPool
 
@@ -597,9 +597,11 @@ def engine_learnability_scores(
 
             return await pool.run({endpoint.name: jobs}, handle)
 
-    for failure in asyncio.run(run()):
+    failures = asyncio.run(run())
+    for failure in failures:
         reasons[failure.prompt_id] = ENGINE_ERROR
-        logger.warning(f"Learnability of response {failure.prompt_id}: {failure.error}")
+    if failures:
+        logger.warning(f"{len(failures)} learnability requests failed; the first: {failures[0].error}")
     result = LearnabilityScores(scores, reasons)
     if result.nan_counts:
         logger.warning(result.summary())
