@@ -168,7 +168,8 @@ class TeacherPool:
 
     async def request(self, teacher: str, messages: list[dict], seed: int | None = None) -> Completion:
         """One completion from `teacher`, retried on retryable errors; raises `RequestFailed` otherwise."""
-        completion, completion.attempts = await self.call(teacher, lambda backend: backend.generate(messages, seed))
+        completion, attempts = await self.call(teacher, lambda backend: backend.generate(messages, seed))
+        completion.attempts = attempts
         return completion
 
     async def call(self, teacher: str, method: Callable[[Any], Awaitable[T]]) -> tuple[T, int]:
