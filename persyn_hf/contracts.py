@@ -274,6 +274,11 @@ def prompt_messages(row: dict) -> list[dict]:
     raise DataError(f"Prompt {row.get('prompt_id')!r} has neither a non-empty `prompt` nor `messages`: give it one.")
 
 
+def completion_messages(response: str) -> list[dict]:
+    """A teacher's response as the sft contract's `completion`: one assistant turn, as SFT trains on it."""
+    return [{"role": "assistant", "content": response}]
+
+
 def prompt_text(row: dict) -> str:
     """The prompt of a prompts row as text: its `prompt`, or the last user message of its `messages` (what the router
     reads)."""

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from persyn_hf.contracts import completion_messages
 from persyn_hf.errors import ConfigError, DataError
-from persyn_hf.learnability import conversation, length_buckets
+from persyn_hf.learnability import length_buckets
 from persyn_hf.verify import CORRECT, INCORRECT, TIMEOUT, UNPARSEABLE_GOLD, check_answer
 
 if TYPE_CHECKING:
@@ -47,7 +48,10 @@ def reward_model_quality(
 
     if tokenizer.pad_token_id is None:
         raise ConfigError("The reward model's tokenizer has no `pad_token`: set one (e.g. the eos token) to batch.")
-    texts = [tokenizer.apply_chat_template(conversation(m, r), tokenize=False) for m, r in zip(messages, responses)]
+    texts = [
+        tokenizer.apply_chat_template([*m, *completion_messages(r)], tokenize=False)
+        for m, r in zip(messages, responses)
+    ]
     encoded = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
     scores = [math.nan] * len(encoded)
     model.eval()

@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING
 from persyn_hf.configs import DTYPES, INFERENCE_DTYPE, check_choice, check_positive
 from persyn_hf.contracts import CONTRACTS, StageResult, prompt_messages
 from persyn_hf.errors import ConfigError, DataError
+from persyn_hf.learnability import LearnabilityConfig, LearnabilityScores, prepare_student, score_learnability
 from persyn_hf.rewards import (
     NORMALIZATIONS,
     QUALITY_SCORERS,
     check_alpha,
     check_scorer_inputs,
-    load_for_scoring,
     mix_rewards,
 )
 from persyn_hf.store import ArtifactStore, data_file
@@ -148,46 +148,68 @@ def scoring_rows(generations: Dataset, prompts: Dataset) -> Dataset:
     return rows
 
 
-def quality_scores(rows: Dataset, config: ScoringConfig, cache: Path | None, device, show_progress=True) -> list:
-    """The quality of every row, from `cache` when an earlier run of the same scorer on the same rows stored it."""
-    key = hashlib.sha256(
-        json.dumps(
-            [config.quality_scorer, config.reward_model, config.quality_column, config.math_verify_timeout_s,
-             rows["prompt_id"], rows["teacher"], rows["response"]],
-            default=str,
-        ).encode()
-    ).hexdigest()[:16]  # fmt: skip
-    path = cache / f"quality-{key}.json" if cache is not None else None
+def cached(cache: Path | None, kind: str, key: list, compute):
+    """`compute()`, or what an earlier run stored in `cache` for the same `key` (JSON): scores already computed are
+    never lost when a later step fails, and runs that only re-mix them (another α) do not compute them again."""
+    digest = hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:16]
+    path = cache / f"{kind}-{digest}.json" if cache is not None else None
     if path is not None and path.is_file():
-        logger.info("Reusing the quality scores stored in %s", path)
+        logger.info("Reusing the %s scores stored in %s", kind, path)
         return json.loads(path.read_text())
-    quality = QUALITY_SCORERS[config.quality_scorer](rows, config, device=device, show_progress=show_progress)
+    value = compute()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(quality))
-    return quality
+        path.write_text(json.dumps(value))
+    return value
+
+
+def model_fingerprint(location: str | None) -> list:
+    """What a model's scores depend on: its name, and for a local folder when its files last changed."""
+    if location is None or not Path(location).is_dir():
+        return [location]
+    return [str(Path(location).resolve()), sorted((p.name, p.stat().st_mtime_ns) for p in Path(location).iterdir())]
 
 
 def score_responses(
-    rows: Dataset, student: str, config: ScoringConfig, device="cpu", show_progress=True, cache: Path | None = None
-):
-    """(quality, learnability) of every row: the configured quality scorer, then Eq. 1 with the student."""
-    from transformers import AutoModelForCausalLM
-
-    from persyn_hf.learnability import learnability_scores
-
-    quality = quality_scores(rows, config, cache, device, show_progress)
-    model, tokenizer = load_for_scoring(AutoModelForCausalLM, student, config.dtype, device)
-    learnability = learnability_scores(
-        model,
-        tokenizer,
-        rows["messages"],
-        rows["response"],
-        config.batch_size,
-        config.max_tokens_per_batch,
-        show_progress,
+    rows: Dataset,
+    student: str,
+    scoring: ScoringConfig,
+    learnability: LearnabilityConfig,
+    device="cpu",
+    show_progress=True,
+    cache: Path | None = None,
+) -> tuple[list[float], LearnabilityScores]:
+    """(quality, learnability) of every row: the configured quality scorer, then Eq. 1 with the student, whose
+    tokenizer, template and length bound are checked first (a bad student fails before the quality work). Both are
+    kept in `cache` as they are computed."""
+    prepare_student(learnability, student)
+    responses = [rows["prompt_id"], rows["teacher"], rows["response"]]
+    quality = cached(
+        cache,
+        "quality",
+        [scoring.quality_scorer, model_fingerprint(scoring.reward_model), scoring.quality_column,
+         scoring.math_verify_timeout_s, *responses],
+        lambda: QUALITY_SCORERS[scoring.quality_scorer](rows, scoring, device=device, show_progress=show_progress),
+    )  # fmt: skip
+    learned = cached(
+        cache,
+        "learnability",
+        [model_fingerprint(student), dataclasses.asdict(learnability), scoring.dtype, rows["messages"], *responses],
+        lambda: dataclasses.asdict(
+            score_learnability(
+                learnability,
+                student,
+                rows["messages"],
+                rows["response"],
+                batch_size=scoring.batch_size,
+                max_tokens_per_batch=scoring.max_tokens_per_batch,
+                dtype=scoring.dtype,
+                device=device,
+                show_progress=show_progress,
+            )
+        ),
     )
-    return quality, learnability
+    return quality, LearnabilityScores(**learned)
 
 
 def scores_card(args: ScoreArguments, scoring: ScoringConfig, scores: Dataset, summary: dict):
@@ -219,8 +241,14 @@ def scores_card(args: ScoreArguments, scoring: ScoringConfig, scores: Dataset, s
     )
 
 
-def run(args: ScoreArguments, scoring: ScoringConfig, store: ArtifactStore | None = None) -> StageResult:
-    """Score every response of the generations for the student; returns the scores, where they went and counts.
+def run(
+    args: ScoreArguments,
+    scoring: ScoringConfig,
+    learnability: LearnabilityConfig | None = None,
+    store: ArtifactStore | None = None,
+) -> StageResult:
+    """Score every response of the generations for the student; returns the scores, where they went and counts
+    (responses without a quality, and without a learnability per reason).
 
     Every input is checked before any model is loaded; under `accelerate launch` only the main process writes.
     """
@@ -229,6 +257,7 @@ def run(args: ScoreArguments, scoring: ScoringConfig, store: ArtifactStore | Non
     from datasets import Dataset
 
     store = store or ArtifactStore()
+    learnability = learnability or LearnabilityConfig()
     state = PartialState()
     store.check_output(args.scores_repo_id, "scores_repo_id", files=[data_file()])
     student = store.resolve_model(args.student, "student", hub_ids=True)
@@ -240,27 +269,30 @@ def run(args: ScoreArguments, scoring: ScoringConfig, store: ArtifactStore | Non
     prompts = store.load_dataset(args.prompts_repo_id, args.prompts_config, args.prompts_split, contract="prompts")
     rows = scoring_rows(generations, prompts)
     check_scorer_inputs(rows, scorer)
-    cache = None if store.hub else Path(store.root, ".persyn-results", args.scores_repo_id)
+    cache = Path(store.root, ".persyn-results", "scores")  # keyed by what was scored; kept when pushing too
     with state.split_between_processes(list(range(len(rows)))) as shard:
-        quality, learnability = score_responses(
-            rows.select(shard), student, scorer, state.device, state.is_local_main_process, cache
+        quality, learned = score_responses(
+            rows.select(shard), student, scorer, learnability, state.device, state.is_local_main_process, cache
         )
-        scored = list(zip(shard, quality, learnability))
+        scored = list(zip(shard, quality, learned.scores, learned.nan_reasons))
     scored = sorted(gather_object(scored))
+    learned = LearnabilityScores([lrn for _, _, lrn, _ in scored], [why for *_, why in scored])
     scores = Dataset.from_dict(
         {
             "prompt_id": rows["prompt_id"],
             "teacher": rows["teacher"],
-            "quality": [q for _, q, _ in scored],
-            "learnability": [lrn for _, _, lrn in scored],
+            "quality": [q for _, q, _, _ in scored],
+            "learnability": learned.scores,
         }
     )
     scores = mix_rewards(scores, scoring.alpha, scoring.normalization)
     scores = scores.cast(CONTRACTS["scores"].features(prompt_id=generations.features["prompt_id"]))
     summary = {
         "num_prompts": len(set(rows["prompt_id"])),
-        "quality_missing": sum(1 for _, q, _ in scored if q is None or math.isnan(q)),
-        "learnability_missing": sum(1 for _, _, lrn in scored if lrn is None or math.isnan(lrn)),
+        "quality_missing": sum(1 for _, q, _, _ in scored if q is None or math.isnan(q)),
+        "learnability_missing": learned.nan_counts,
+        "learnability": learned.summary(),
+        "count_end_of_turn": learnability.count_end_of_turn,
     }
     location = store.location(args.scores_repo_id)
     if state.is_main_process:

@@ -76,7 +76,7 @@ def test_score_then_select_from_the_recipes(store, tiny_qwen2_path, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(tiny_qwen2_path)
     tokenizer = AutoTokenizer.from_pretrained(tiny_qwen2_path)
     messages = [[{"role": "user", "content": p}] for p in PROMPTS["prompt"]] * 2
-    expected = learnability_scores(model, tokenizer, messages, GENERATIONS["response"], show_progress=False)
+    expected = learnability_scores(model, tokenizer, messages, GENERATIONS["response"], show_progress=False).scores
     assert scores["learnability"] == pytest.approx(expected, abs=1e-5)
     # reward = .6 minmax(quality) + .4 minmax(learnability) across the two teachers of each prompt; a tie -> .5 each
     for i in range(3):
@@ -152,3 +152,33 @@ def test_score_under_accelerate_with_two_processes_matches_one(store, tiny_qwen2
     assert two["quality"] == one["quality"]
     assert two["learnability"] == pytest.approx(one["learnability"], abs=1e-5)
     assert result.stdout.count("Wrote 6 scores") == 1  # written once, by the main process
+
+
+def test_learnability_on_an_openai_server_equals_local_and_nan_reasons_are_printed(store, tiny_qwen2_path, capsys):
+    from persyn_hf.testing.server import TeacherServer
+
+    generations = dict(GENERATIONS, response=[*GENERATIONS["response"][:5], "  "])  # the last one is blank
+    store.save_dataset("local/blank", Dataset.from_dict(generations))
+    cli(["score", *score_argv(store, tiny_qwen2_path, generations_repo_id="local/blank")])
+    local = store.load_dataset("local/scores")["learnability"]
+    assert "learnability: 5 of 6 responses scored; NaN: 1 empty_response" in capsys.readouterr().out
+    with TeacherServer(model_path=tiny_qwen2_path) as server:
+        options = {"generations_repo_id": "local/blank", "scores_repo_id": "local/scores-engine"}
+        engine_options = {"learnability_backend": "openai", "learnability_base_url": server.url}
+        cli(["score", *score_argv(store, tiny_qwen2_path, **options, **engine_options)])
+    engine = store.load_dataset("local/scores-engine")["learnability"]
+    assert engine[:5] == pytest.approx(local[:5], abs=1e-4) and math.isnan(engine[5]) and math.isnan(local[5])
+
+
+def test_scores_are_kept_so_another_alpha_only_remixes_them(store, tiny_qwen2_path, caplog):
+    cli(["score", *score_argv(store, tiny_qwen2_path)])
+    caplog.clear()
+    with caplog.at_level("INFO", logger="persyn_hf"):
+        cli(["score", *score_argv(store, tiny_qwen2_path, alpha=1.0, scores_repo_id="local/scores-alpha-1")])
+    assert "Reusing the quality scores" in caplog.text and "Reusing the learnability scores" in caplog.text
+    first, again = store.load_dataset("local/scores"), store.load_dataset("local/scores-alpha-1")
+    assert again["learnability"] == first["learnability"] and again["quality"] == first["quality"]
+    # α = 1: the reward is learnability alone, min-max normalised across the two teachers of each prompt
+    for i in range(3):
+        terse, verbose = first["learnability"][i], first["learnability"][i + 3]
+        assert again["reward"][i] == float(terse > verbose) and again["reward"][i + 3] == float(verbose > terse)

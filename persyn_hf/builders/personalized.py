@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from persyn_hf.builders import teacher_names_in_specs
 from persyn_hf.configs import renamed
-from persyn_hf.contracts import CONTRACTS, StageResult, prompt_messages
+from persyn_hf.contracts import CONTRACTS, StageResult, completion_messages, prompt_messages
 from persyn_hf.cost import generate_then_select, mean_tokens_estimate
 from persyn_hf.errors import ConfigError, DataError
 from persyn_hf.store import ArtifactStore, data_file
@@ -152,7 +152,7 @@ def run(config: PersonalizedConfig, store: ArtifactStore | None = None) -> Stage
     sft = Dataset.from_dict(
         {
             "prompt": [prompt_messages(prompts[pid]) for pid, _ in keys],
-            "completion": [[{"role": "assistant", "content": responses[index[key]]}] for key in keys],
+            "completion": [completion_messages(responses[index[key]]) for key in keys],
             "prompt_id": [pid for pid, _ in keys],
             "teacher": [teacher for _, teacher in keys],
             "strategy": [config.strategy] * len(keys),

@@ -2,7 +2,8 @@
 
 Reads the generations (`persyn-hf generate`) and their prompts from the artifact store, scores each response
 with the chosen quality scorer and the student, and writes the scores dataset: `prompt_id`, `teacher`,
-`quality`, `learnability`, `reward`.
+`quality`, `learnability`, `reward`. Learnability (`persyn_hf.learnability`) scores exactly the tokens the sft stage
+trains on; a response it cannot score gets NaN, and the count per reason is printed.
 
 # Instruction data: a reward model for quality, one process
 ```bash
@@ -15,6 +16,13 @@ accelerate launch --config_file recipes/accelerate_configs/ddp.yaml --num_proces
     --config recipes/Qwen2.5-1.5B-Instruct/score/config_math.yaml
 ```
 
+# Learnability computed by a vLLM server serving the student (prefix caching off: exact prompt log-probabilities)
+```bash
+vllm serve Qwen/Qwen2.5-1.5B-Instruct --no-enable-prefix-caching &
+persyn-hf score --config recipes/Qwen2.5-1.5B-Instruct/score/config_math.yaml \
+    --learnability_backend openai --learnability_base_url http://localhost:8000
+```
+
 # Any recipe, with overrides (here: the "w/o learnability" mix and a local store)
 ```bash
 persyn-hf score --config recipes/Qwen2.5-1.5B-Instruct/score/config_instruct.yaml \
@@ -23,22 +31,26 @@ persyn-hf score --config recipes/Qwen2.5-1.5B-Instruct/score/config_instruct.yam
 """
 
 from persyn_hf.cli import run_script
+from persyn_hf.learnability import LearnabilityConfig
 from persyn_hf.score import ScoreArguments, ScoringConfig, run
 from persyn_hf.scripts.parser import RecipeParser
 from persyn_hf.store import ArtifactStore, StoreArguments
 
 
-def main(args: ScoreArguments, scoring: ScoringConfig, store_args: StoreArguments) -> None:
+def main(
+    args: ScoreArguments, scoring: ScoringConfig, learnability: LearnabilityConfig, store_args: StoreArguments
+) -> None:
     from accelerate import PartialState
 
-    result = run(args, scoring, ArtifactStore.from_args(store_args))
+    result = run(args, scoring, learnability, ArtifactStore.from_args(store_args))
     if PartialState().is_main_process:
-        missing = {key: value for key, value in result.summary.items() if key.endswith("_missing") and value}
-        print(f"Wrote {len(result.artifact)} scores to {result.location}" + (f" ({missing})" if missing else ""))
+        quality_missing = result.summary["quality_missing"]
+        print(f"Wrote {len(result.artifact)} scores to {result.location}")
+        print(result.summary["learnability"] + (f"; {quality_missing} without a quality" if quality_missing else ""))
 
 
 def make_parser():
-    return RecipeParser((ScoreArguments, ScoringConfig, StoreArguments))
+    return RecipeParser((ScoreArguments, ScoringConfig, LearnabilityConfig, StoreArguments))
 
 
 if __name__ == "__main__":

@@ -100,6 +100,12 @@ def chat_parameters(generation: dict, seed: int | None) -> dict:
     return {**parameters, "extra_body": extra or None}
 
 
+def completions_url(base_url: str) -> str:
+    """The (text) completions URL of a server, from its base URL with or without `/v1`."""
+    base = base_url.rstrip("/")
+    return f"{base}/completions" if base.endswith("/v1") else f"{base}/v1/completions"
+
+
 def chat_url(base_url: str) -> str:
     """The chat-completions URL of a server, from its base URL with or without `/v1` (as `huggingface_hub`)."""
     base = base_url.rstrip("/")
@@ -162,6 +168,9 @@ class AiohttpClient:
         return await self._post(
             chat_url(self.base_url), {"messages": messages, **fields, **(parameters["extra_body"] or {})}
         )
+
+    async def completions(self, payload: dict) -> dict:
+        return await self._post(completions_url(self.base_url), payload)
 
     async def close(self) -> None:
         if self.session is not None:
@@ -273,6 +282,14 @@ class OpenAIBackend:
     async def generate(self, messages: list[dict], seed: int | None = None) -> Completion:
         model = self.config.model or self.spec.model_id
         return await _chat(self.client, model, messages, self.spec.generation, seed)
+
+    async def prompt_logprobs(self, token_ids: list[int]) -> list[dict | None]:
+        """The server's log-probability of every token of `token_ids` given those before it (`/v1/completions`
+        with `prompt_logprobs: 0`, vLLM's extension): `None` for the first, then `{token_id: {"logprob": ...}}`."""
+        model = self.config.model or self.spec.model_id
+        payload = {"model": model, "prompt": token_ids, "max_tokens": 1, "temperature": 0.0, "prompt_logprobs": 0}
+        output = await self.client.completions(payload)
+        return output["choices"][0]["prompt_logprobs"]
 
     async def close(self) -> None:
         await self.client.close()

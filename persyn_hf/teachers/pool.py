@@ -18,12 +18,13 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
 from persyn_hf.configs import check_non_negative, check_positive
 from persyn_hf.teachers.backends import Completion, TeacherHTTPError, make_backend
 from persyn_hf.teachers.spec import TeacherSpec
 
+T = TypeVar("T")
 RETRY_STATUSES = (408, 424, 429, 500, 502, 503, 504)
 
 
@@ -192,6 +193,13 @@ class TeacherPool:
 
     async def request(self, teacher: str, messages: list[dict], seed: int | None = None) -> Completion:
         """One completion from `teacher`, retried on retryable errors; raises `RequestFailed` otherwise."""
+        completion, attempts = await self.call(teacher, lambda backend: backend.generate(messages, seed))
+        completion.attempts = attempts
+        return completion
+
+    async def call(self, teacher: str, method: Callable[[Any], Awaitable[T]]) -> tuple[T, int]:
+        """`(await method(backend), attempts)` for `teacher`'s backend, under the pool's concurrency limit and
+        time-out, retried on retryable errors; raises `RequestFailed` otherwise."""
         spec, backend = self.teachers[teacher], self.backends[teacher]
         timeout = None if spec.backend == "local" else self.config.request_timeout_s
         attempt = 0
@@ -199,9 +207,7 @@ class TeacherPool:
             attempt += 1
             async with self._slots:
                 try:
-                    completion = await asyncio.wait_for(backend.generate(messages, seed), timeout)
-                    completion.attempts = attempt
-                    return completion
+                    return await asyncio.wait_for(method(backend), timeout), attempt
                 except Exception as error:  # classified below: retried, or recorded
                     retryable, status = classify(error)
                     if not retryable or attempt > self.config.max_retries:

@@ -1,8 +1,9 @@
 """A small server on 127.0.0.1 that speaks text-generation-inference's protocol, for tests and benchmarks.
 
-Routes: `POST /generate` (and `POST /`, as TGI), `POST /v1/chat/completions`, `GET /info`, `GET /health`.
-It answers with a local `transformers` model (`model_path`), or without one with `respond(prompt)` after a
-fixed service latency. Tests inject faults: HTTP 429 / 424 / 503 / 422, slow responses, dropped connections.
+Routes: `POST /generate` (and `POST /`, as TGI), `POST /v1/chat/completions`, `GET /info`, `GET /health`, and with
+a model `POST /v1/completions` for prompt log-probabilities as vLLM returns them (token ids as `prompt`,
+`prompt_logprobs`, `max_tokens: 1`). It answers with a local `transformers` model (`model_path`), or without one
+with `respond(prompt)` after a fixed service latency. Tests inject faults: HTTP 429 / 424 / 503 / 422, slow responses, dropped connections.
 
 Usage, as a process (prints the URL, serves until killed):
 
@@ -154,6 +155,7 @@ class TeacherServer:
         app.router.add_post("/", self._generate)
         app.router.add_post("/generate", self._generate)
         app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/completions", self._completions)
         app.router.add_get("/info", self._info)
         app.router.add_get("/health", self._health)
         self._runner = web.AppRunner(app, access_log=None)
@@ -303,6 +305,62 @@ class TeacherServer:
                     "completion_tokens": completion_tokens,
                     "total_tokens": prompt_tokens + completion_tokens,
                 },
+            }
+        )
+
+    def _prompt_logprobs(self, token_ids: list[int]) -> tuple[list[dict | None], int]:
+        """vLLM's `prompt_logprobs` of `token_ids` (the actual token's entry, and the top-ranked one beside it when
+        they differ; ranks from 1) and the greedy next token, from one forward pass of the local model."""
+        import torch
+
+        model, tokenizer = self.engine.model, self.engine.tokenizer
+        with self.engine._lock, torch.inference_mode():
+            logits = model(torch.tensor([token_ids], device=model.device), use_cache=False).logits[0].float()
+        logps = logits.log_softmax(-1).cpu()
+        entries: list[dict | None] = [None]
+        for t in range(1, len(token_ids)):
+            row, token = logps[t - 1], token_ids[t]
+            rank = int((row > row[token]).sum()) + 1
+            entry = {
+                str(token): {"logprob": row[token].item(), "rank": rank, "decoded_token": tokenizer.decode(token)}
+            }
+            top = int(row.argmax())
+            if top != token:
+                entry[str(top)] = {"logprob": row[top].item(), "rank": 1, "decoded_token": tokenizer.decode(top)}
+            entries.append(entry)
+        return entries, int(logps[-1].argmax())
+
+    async def _completions(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        response = await self._admit(request, body.get("max_tokens"))
+        if response is not None:
+            return response
+        prompt = body.get("prompt")
+        if self.engine is None or not isinstance(prompt, list) or not prompt:
+            error = "this server answers `/v1/completions` with a model (`model_path`) and token ids as `prompt`"
+            return web.json_response({"error": {"message": error, "code": 400}}, status=400)
+        context = self.engine.model.config.get_text_config().max_position_embeddings
+        if len(prompt) + (body.get("max_tokens") or 1) > context:
+            error = f"This model's maximum context length is {context} tokens; the request has {len(prompt)} + 1."
+            return web.json_response({"error": {"message": error, "code": 400}}, status=400)
+        self.stats["requests_completions"] += 1
+        prompt_logprobs, next_token = await asyncio.to_thread(self._prompt_logprobs, prompt)
+        return web.json_response(
+            {
+                "id": f"cmpl-{uuid.uuid4().hex}",
+                "object": "text_completion",
+                "created": int(time.time()),
+                "model": body.get("model", self.model_id),
+                "choices": [
+                    {
+                        "index": 0,
+                        "text": self.engine.tokenizer.decode(next_token),
+                        "logprobs": None,
+                        "finish_reason": "length",
+                        "prompt_logprobs": prompt_logprobs if body.get("prompt_logprobs") is not None else None,
+                    }
+                ],
+                "usage": {"prompt_tokens": len(prompt), "completion_tokens": 1, "total_tokens": len(prompt) + 1},
             }
         )
 
