@@ -1,5 +1,6 @@
 """Synthesis: rejection sampling, parallel and routed modes, the cost report, durable resume, and the CLI."""
 
+import asyncio
 import json
 import os
 import re
@@ -237,6 +238,23 @@ def test_a_torn_last_record_is_cut_off(tmp_path):
         store.append({**record, "prompt_id": 3})
     lines = (tmp_path / RESULTS_FILE).read_text().splitlines()
     assert [json.loads(line)["prompt_id"] for line in lines] == [1, 3]
+
+
+def test_inside_an_event_loop_records_reach_the_file_when_the_loop_iteration_ends(tmp_path):
+    records = [{"prompt_id": i, "teacher": "t", "sample_index": 0, "text": f"r{i}"} for i in range(3)]
+
+    async def append_all(store: ResultStore) -> list[int]:
+        store.append(records[0])
+        store.append(records[1])
+        written = [(tmp_path / RESULTS_FILE).read_bytes().count(b"\n")]
+        await asyncio.sleep(0)  # the iteration ends: one write for both
+        store.append(records[2])
+        await asyncio.sleep(0)
+        return [*written, (tmp_path / RESULTS_FILE).read_bytes().count(b"\n")]
+
+    with ResultStore(tmp_path, []) as store:
+        assert asyncio.run(append_all(store)) == [0, 3]
+    assert [json.loads(line) for line in (tmp_path / RESULTS_FILE).read_text().splitlines()] == records
 
 
 @pytest.fixture

@@ -165,6 +165,7 @@ class AiohttpClient:
 
     def __init__(self, base_url: str, api_key: str, timeout_s: float, max_connections: int):
         self.base_url = base_url.rstrip("/")
+        self.chat_url = chat_url(base_url)
         self.api_key = api_key
         self.headers = {"Authorization": f"Bearer {api_key}"}
         self.timeout_s, self.max_connections = timeout_s, max_connections
@@ -195,9 +196,7 @@ class AiohttpClient:
 
     async def chat(self, messages: list[dict], parameters: dict) -> dict:
         fields = {key: value for key, value in parameters.items() if key != "extra_body" and value is not None}
-        return await self._post(
-            chat_url(self.base_url), {"messages": messages, **fields, **(parameters["extra_body"] or {})}
-        )
+        return await self._post(self.chat_url, {"messages": messages, **fields, **(parameters["extra_body"] or {})})
 
     async def close(self) -> None:
         if self.session is not None:
@@ -329,8 +328,9 @@ async def probe_tgi(url: str, api_key: str, timeout_s: float, config) -> None:
         raise EndpointError(f"GET {url} answered {str(info)[:100]!r}, not TGI's endpoint info", TGI_PROTOCOL_FIX)
 
 
-async def _chat(client, model: str, messages: list[dict], generation: dict, seed: int | None) -> Completion:
-    output = await client.chat(messages, {"model": model, **chat_parameters(generation, seed)})
+async def _chat(client, messages: list[dict], parameters: dict, seed: int | None) -> Completion:
+    """One chat completion; `parameters`: `model` and `chat_parameters` (computed once per teacher)."""
+    output = await client.chat(messages, {**parameters, "seed": seed})
     choice, usage = output["choices"][0], output.get("usage")
     return Completion(
         text=choice["message"]["content"] or "",
@@ -348,6 +348,7 @@ class TGIBackend:
         self.config = spec.options()
         self.client = _http_client(spec, self.config, request_timeout_s)
         self.model = self.config.model or spec.model_id
+        self.chat_parameters = {"model": self.model, **chat_parameters(spec.generation, None)}
         self.tokenizer = None
 
     async def start(self) -> None:
@@ -370,7 +371,7 @@ class TGIBackend:
 
     async def generate(self, messages: list[dict], seed: int | None = None) -> Completion:
         if self.config.route == "chat":
-            return await _chat(self.client, self.model, messages, self.spec.generation, seed)
+            return await _chat(self.client, messages, self.chat_parameters, seed)
         prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         output = await self.client.generate(prompt, tgi_parameters(self.spec.generation, seed))
         details = output["details"]
@@ -393,6 +394,7 @@ class OpenAIBackend:
         self.config = spec.options()
         self.client = _http_client(spec, self.config, request_timeout_s)
         self.model = self.config.model or spec.model_id
+        self.chat_parameters = {"model": self.model, **chat_parameters(spec.generation, None)}
 
     async def start(self) -> None:
         await self.client.start()
@@ -402,7 +404,7 @@ class OpenAIBackend:
         await probe_chat_api(models_url(self.spec.base_url), self.model, self.client.api_key, timeout_s, self.config)
 
     async def generate(self, messages: list[dict], seed: int | None = None) -> Completion:
-        return await _chat(self.client, self.model, messages, self.spec.generation, seed)
+        return await _chat(self.client, messages, self.chat_parameters, seed)
 
     async def close(self) -> None:
         await self.client.close()

@@ -390,7 +390,7 @@ class TeacherPool:
         backend, breaker, slots = self.backends[teacher], self.breakers[teacher], self._teacher_slots[teacher]
         attempt = 0
         while True:
-            trial = await breaker.admit(attempt)
+            trial = False if breaker.state == CLOSED else await breaker.admit(attempt)  # closed: no wait, no coroutine
             attempt += 1
             async with self._slots, slots:
                 try:
