@@ -84,9 +84,11 @@ def run_coroutine(coroutine: Coroutine):
 class PoolConfig:
     """How the pool talks to teachers.
 
-    A request is retried at most `max_retries` times against a teacher that answers. While its teacher is down it
+    A request is retried at most `max_retries` times against a teacher that answers. While its teacher is paused it
     waits instead, spending no retries, for at most `teacher_down_timeout_s`: then the teacher is given up and every
-    prompt it has left fails at once, with the error that started the outage.
+    prompt it has left fails at once, with the error that started the outage. With fewer requests in flight than
+    `max_consecutive_failures`, one request may spend that many attempts before its teacher is paused: keep
+    `max_retries` at least `max_consecutive_failures` - 1 to ride out a restart at any concurrency.
 
     Parameters:
         max_concurrency (`int`, *optional*, defaults to `256`):
