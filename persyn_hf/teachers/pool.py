@@ -346,7 +346,7 @@ class TeacherPool:
         try:
             await self.check_endpoints()  # first: an unusable teacher fails before any tokenizer or model loads
             await asyncio.gather(*(backend.start() for backend in self.backends.values()))
-        except BaseException:  # close the backends that did start
+        except BaseException:  # close the backends (those that started hold sessions)
             await self.__aexit__()
             raise
         self.breakers = {
