@@ -283,10 +283,6 @@ async def _generate(jobs, teachers, config, store) -> list[Failure]:
             return await pool.run(pending, answer)
 
 
-def _all_jobs(jobs: dict[str, list[Job]], teachers: list[TeacherSpec]):
-    return ((spec, job) for spec in teachers for job in jobs[spec.name])
-
-
 def _stored(store: ResultStore, job: Job, teacher: str, config: SynthesisConfig) -> list[dict] | None:
     """The samples of a complete job: all k, or (with `stop_at_first_correct`) up to the first correct one."""
     samples = []
@@ -368,20 +364,23 @@ def synthesize(
     ):
         failures = run_coroutine(_generate(jobs, teachers, config, store))
         rows, costs = _rows_and_costs(jobs, teachers, config, store, prompt_ids)
-    order = {(spec.name, job.prompt_id): i for i, (spec, job) in enumerate(_all_jobs(jobs, teachers))}
+    keys = ((spec.name, job.prompt_id) for spec in teachers for job in jobs[spec.name])
+    order = {key: i for i, key in enumerate(keys)}
     failures.sort(key=lambda failure: order[failure.teacher, failure.prompt_id])  # teacher order, then prompt order
     report = CostReport(config.mode, len(prompt_ids), costs, failures)
     if failures and not config.allow_incomplete:
-        raise SynthesisError(failure_message(failures, teachers, report, config), failures)
+        raise SynthesisError(_failure_message(failures, teachers, report, config), failures)
     if failures:
-        logger.warning(failure_message(failures, teachers, report, config))
+        logger.warning(_failure_message(failures, teachers, report, config))
     features = CONTRACTS["generations"].features(prompt_id=prompts.features["prompt_id"])
     # the rows already hold the contract's types: one Arrow table, not `Dataset.from_list` (3x the CPU, to re-encode)
     table = InMemoryTable.from_pylist(rows, schema=features.arrow_schema)
     return Dataset(table, info=DatasetInfo(features=features)), report
 
 
-def failure_message(failures: list[Failure], teachers: list[TeacherSpec], report: CostReport, config) -> str:
+def _failure_message(
+    failures: list[Failure], teachers: list[TeacherSpec], report: CostReport, config: SynthesisConfig
+) -> str:
     """The undone (prompt, teacher) pairs, grouped by teacher and then by cause, each cause with its first error."""
     specs = {spec.name: spec for spec in teachers}
     needed = {cost.teacher: cost.rows_needed for cost in report.teachers}
@@ -442,7 +441,7 @@ def run(args: GenerateArguments, synthesis: SynthesisConfig, store: ArtifactStor
     except SynthesisError as error:
         raise SynthesisError(f"{error}\n{resume}", error.failures) from None
     if report.failures and not len(generations):
-        message = failure_message(report.failures, teachers, report, synthesis)
+        message = _failure_message(report.failures, teachers, report, synthesis)
         raise SynthesisError(f"{message}\nNo row was done, so nothing was written.\n{resume}", report.failures)
     if not report.complete:
         logger.warning(resume)
