@@ -42,7 +42,7 @@ class TGIConfig:
         hf_token (`bool`, *optional*, defaults to `False`):
             Send the Hugging Face token (`HF_TOKEN` or `hf auth login`), e.g. for Inference Endpoints.
         http_client (`str`, *optional*, defaults to `"aiohttp"`):
-            `"aiohttp"`: one keep-alive `aiohttp` session per teacher (about 9x less client CPU per request);
+            `"aiohttp"`: one keep-alive `aiohttp` session per teacher (about 5x less client CPU per request);
             `"huggingface_hub"`: `huggingface_hub.AsyncInferenceClient`.
     """
 
