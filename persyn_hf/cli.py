@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     except PersynError as error:
         if debug:
             raise
-        sys.exit(f"persyn-hf {verb}: error: {error} (`persyn-hf --debug {verb} ...` shows the traceback)")
+        hint = f"(`persyn-hf --debug {verb} ...` shows the traceback)"
+        sys.exit(f"persyn-hf {verb}: error: {error}" + ("\n" if "\n" in str(error) else " ") + hint)
 
 
 def run_script(verb: str) -> None:

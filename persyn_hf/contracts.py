@@ -240,7 +240,8 @@ def _check_key(dataset: Dataset, contract: Contract, where: str) -> None:
     key = [column for column in contract.key if column in dataset.column_names]
     if not key:
         return
-    values = list(zip(*(dataset[column] for column in key)))
+    columns = dataset.select_columns(key).to_dict()  # whole columns at once: iterating `dataset[column]` is slow
+    values = list(zip(*(columns[column] for column in key)))
     empty = next((row for row, value in enumerate(values) if any(v is None or v == "" for v in value)), None)
     if empty is not None:
         raise DataError(

@@ -45,10 +45,14 @@ def mean_tokens_estimate(num_prompts: int, tokens_per_teacher: dict[str, list[in
 
 @dataclass
 class TeacherCost:
-    """What one teacher spent, and what Generate-then-Select would have asked of it on the same prompts."""
+    """What one teacher spent, and what Generate-then-Select would have asked of it on the same prompts.
+
+    `rows` of its `rows_needed` (prompt, teacher) pairs are done; `generations` counts every sample drawn.
+    """
 
     teacher: str
     rows: int = 0
+    rows_needed: int = 0
     generations: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -76,6 +80,18 @@ class CostReport:
         return sum(cost.generations for cost in self.teachers)
 
     @property
+    def rows(self) -> int:
+        return sum(cost.rows for cost in self.teachers)
+
+    @property
+    def rows_needed(self) -> int:
+        return sum(cost.rows_needed for cost in self.teachers)
+
+    @property
+    def complete(self) -> bool:
+        return self.rows == self.rows_needed
+
+    @property
     def gts_generations(self) -> int:
         return sum(cost.gts_generations for cost in self.teachers)
 
@@ -84,6 +100,9 @@ class CostReport:
             "mode": self.mode,
             "num_prompts": self.num_prompts,
             "num_teachers": len(self.teachers),
+            "rows": self.rows,
+            "rows_needed": self.rows_needed,
+            "complete": self.complete,
             "generations": self.generations,
             "prompt_tokens": sum(cost.prompt_tokens for cost in self.teachers),
             "completion_tokens": sum(cost.completion_tokens for cost in self.teachers),
@@ -97,7 +116,7 @@ class CostReport:
     def table(self) -> str:
         header = (
             "teacher",
-            "rows",
+            "rows done/needed",
             "generations",
             "prompt tok",
             "completion tok",
@@ -107,7 +126,7 @@ class CostReport:
         lines = [
             (
                 c.teacher,
-                c.rows,
+                f"{c.rows}/{c.rows_needed}",
                 c.generations,
                 c.prompt_tokens,
                 c.completion_tokens,
@@ -119,7 +138,7 @@ class CostReport:
         totals = self.to_dict()
         gts_tokens = [c.gts_completion_tokens for c in self.teachers]
         lines.append(
-            ("total", sum(c.rows for c in self.teachers), totals["generations"], totals["prompt_tokens"],
+            ("total", f"{self.rows}/{self.rows_needed}", totals["generations"], totals["prompt_tokens"],
              totals["completion_tokens"], totals["gts_generations"],
              "?" if None in gts_tokens else sum(gts_tokens))
         )  # fmt: skip
@@ -127,13 +146,19 @@ class CostReport:
         render = ["  ".join(str(v).rjust(w) if i else str(v).ljust(w) for i, (v, w) in enumerate(zip(row, widths)))
                   for row in [header, *lines]]  # fmt: skip
         render.insert(1, "-" * len(render[0]))
-        ratio = self.gts_generations / self.generations if self.generations else float("nan")
-        render.append(
-            f"{self.mode}: {self.generations} generations for {self.num_prompts} prompts; Generate-then-Select "
-            f"({self.num_prompts} prompts x {len(self.teachers)} teachers) needs {self.gts_generations} ({ratio:.2f}x)."
-        )
-        if self.failures:
-            render.append(f"{len(self.failures)} (prompt, teacher) pairs left undone.")
+        gts = f"Generate-then-Select ({self.num_prompts} prompts x {len(self.teachers)} teachers)"
+        if self.complete:
+            ratio = self.gts_generations / self.generations if self.generations else float("nan")
+            render.append(
+                f"{self.mode}: {self.generations} generations for {self.num_prompts} prompts; {gts} needs "
+                f"{self.gts_generations} ({ratio:.2f}x)."
+            )
+        else:
+            render.append(
+                f"{self.mode}: INCOMPLETE: {self.rows} of {self.rows_needed} rows done "
+                f"({self.rows_needed - self.rows} undone), {self.generations} generations so far; {gts} needs "
+                f"{self.gts_generations}. No ratio until the run is complete."
+            )
         return "\n".join(render)
 
     def __str__(self) -> str:

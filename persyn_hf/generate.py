@@ -24,12 +24,13 @@ print(result.summary["cost"])
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
 import random
+import shlex
 import tempfile
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -116,7 +117,7 @@ class SynthesisConfig(PoolConfig):
             temporary directory (no resume).
         allow_incomplete (`bool`, *optional*, defaults to `False`):
             Return the rows that were done when some are not (the failures are in the cost report) instead of
-            raising `SynthesisError`.
+            raising `SynthesisError`. With no row done at all, `run` writes nothing and raises all the same.
         verify_timeout_s (`float`, *optional*):
             Deprecated name of `math_verify_timeout_s`.
     """
@@ -151,7 +152,10 @@ class SynthesisConfig(PoolConfig):
 
 
 class SynthesisError(PersynError):
-    """Some prompts were left undone; `failures` lists them. What was done is in the results store."""
+    """Some prompts were left undone; `failures` lists them. What was done is in the results store.
+
+    The message groups them by teacher and cause, each cause with its first error, one line each.
+    """
 
     def __init__(self, message: str, failures: list[Failure]):
         ValueError.__init__(self, message)  # keeps its lines: one per teacher
@@ -160,12 +164,17 @@ class SynthesisError(PersynError):
 
 @dataclass
 class Job:
-    """One prompt for one teacher: its messages, its gold answer (math) and how many samples to draw."""
+    """One prompt for one teacher: its messages, its gold answer (math) and the request seed of each sample to draw
+    (`request_seed`: a resumed run asks for exactly what the first one would have)."""
 
     prompt_id: Any
     messages: list[dict]
     answer: str | None
-    num_samples: int
+    seeds: list[int]
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.seeds)
 
 
 def num_samples(spec: TeacherSpec, config: SynthesisConfig) -> int:
@@ -212,7 +221,9 @@ def plan_jobs(
         if targets:
             messages = prompt_messages(row)
         for name in targets:
-            jobs[name].append(Job(prompt_id, messages, answer, samples[name] if answer is not None else 1))
+            count = samples[name] if answer is not None else 1
+            seeds = [request_seed(config.seed, prompt_id, name, index) for index in range(count)]
+            jobs[name].append(Job(prompt_id, messages, answer, seeds))
     return jobs
 
 
@@ -233,8 +244,10 @@ def _assignment_map(assignments: Dataset, prompt_ids: set, names: list[str]) -> 
 
 def select_sample(samples: list[dict], seed: int, prompt_id, teacher: str) -> dict:
     """One correct sample if any, else one incorrect, chosen at random (seeded per prompt and teacher)."""
-    correct = [sample for sample in samples if sample["correct"]]
-    return random.Random(f"{seed}:{prompt_id}:{teacher}").choice(correct or samples)
+    candidates = [sample for sample in samples if sample["correct"]] or samples
+    if len(candidates) == 1:  # no draw needed (seeding a generator costs more than the rest of the row)
+        return candidates[0]
+    return random.Random(f"{seed}:{prompt_id}:{teacher}").choice(candidates)
 
 
 def _correct(samples: list[dict]) -> bool | None:
@@ -249,8 +262,7 @@ async def _generate(jobs, teachers, config, store) -> list[Failure]:
         for index in range(job.num_samples):
             record = store.get(job.prompt_id, spec.name, index)
             if record is None:
-                seed = request_seed(config.seed, job.prompt_id, spec.name, index)
-                completion = await pool.request(spec.name, job.messages, seed)
+                completion = await pool.request(spec.name, job.messages, job.seeds[index])
                 correct = None
                 if job.answer is not None:
                     correct = await loop.run_in_executor(
@@ -291,6 +303,7 @@ def _rows_and_costs(jobs, teachers, config, store, prompt_ids) -> tuple[list[dic
     order = {prompt_id: [] for prompt_id in prompt_ids}
     for spec in teachers:
         cost = costs[spec.name]
+        cost.rows_needed = len(jobs[spec.name])
         cost.gts_generations = len(prompt_ids) + len(math_prompts) * (num_samples(spec, config) - 1)
         for job in jobs[spec.name]:
             stored = [store.get(job.prompt_id, spec.name, i) for i in range(job.num_samples)]
@@ -338,26 +351,33 @@ def synthesize(
         SynthesisError: some (prompt, teacher) pairs are undone and `config.allow_incomplete` is off; the samples
             that were generated are in `config.results_dir`, and a re-run with it does only the rest.
     """
-    from datasets import Dataset
+    from datasets import Dataset, DatasetInfo
+    from datasets.table import InMemoryTable
 
     if config.results_dir is not None:
         check_writable(config.results_dir, f"`results_dir` {config.results_dir!r}", "choose another `results_dir`")
     jobs = plan_jobs(prompts, teachers, config, assignments)
     planned = {job.prompt_id for teacher_jobs in jobs.values() for job in teacher_jobs}
-    prompt_ids = [prompt_id for prompt_id in prompts["prompt_id"] if prompt_id in planned]
+    prompt_ids = [prompt_id for prompt_id in prompts.select_columns(["prompt_id"]).to_dict()["prompt_id"]
+                  if prompt_id in planned]  # fmt: skip
     with (
         tempfile.TemporaryDirectory(prefix="persyn-results-") as scratch,
         ResultStore(config.results_dir or scratch, teachers) as store,
     ):
         failures = run_coroutine(_generate(jobs, teachers, config, store))
         rows, costs = _rows_and_costs(jobs, teachers, config, store, prompt_ids)
+    keys = ((spec.name, job.prompt_id) for spec in teachers for job in jobs[spec.name])
+    order = {key: i for i, key in enumerate(keys)}
+    failures.sort(key=lambda failure: order[failure.teacher, failure.prompt_id])  # teacher order, then prompt order
     report = CostReport(config.mode, len(prompt_ids), costs, failures)
     if failures and not config.allow_incomplete:
-        raise SynthesisError(_failure_message(failures, config), failures)
+        raise SynthesisError(_failure_message(failures, teachers, report, config), failures)
     if failures:
-        logger.warning(_failure_message(failures, config))
+        logger.warning(_failure_message(failures, teachers, report, config))
     features = CONTRACTS["generations"].features(prompt_id=prompts.features["prompt_id"])
-    return Dataset.from_list(rows, features=features), report
+    # the rows already hold the contract's types: one Arrow table, not `Dataset.from_list` (3x the CPU, to re-encode)
+    table = InMemoryTable.from_pylist(rows, schema=features.arrow_schema)
+    return Dataset(table, info=DatasetInfo(features=features)), report
 
 
 def cost_report_file(generations_config: str) -> str:
@@ -376,19 +396,41 @@ def resolve_local_weights(teachers: list[TeacherSpec], store: ArtifactStore) -> 
     return [resolved(spec) if spec.backend == "local" else spec for spec in teachers]
 
 
-def _failure_message(failures: list[Failure], config: SynthesisConfig) -> str:
-    lines = []
+def _failure_message(
+    failures: list[Failure], teachers: list[TeacherSpec], report: CostReport, config: SynthesisConfig
+) -> str:
+    """The undone (prompt, teacher) pairs, grouped by teacher and then by cause, each cause with its first error."""
+    specs = {spec.name: spec for spec in teachers}
+    needed = {cost.teacher: cost.rows_needed for cost in report.teachers}
+    lines = [f"{len(failures)} of {report.rows_needed} (prompt, teacher) pairs were left undone:"]
     for teacher in dict.fromkeys(f.teacher for f in failures):
-        mine = [f for f in failures if f.teacher == teacher]
-        ids = ", ".join(str(f.prompt_id) for f in mine[:5]) + (", ..." if len(mine) > 5 else "")
-        errors = Counter(f.error for f in mine).most_common(1)[0][0]
-        lines.append(f"  - {teacher}: {len(mine)} prompts undone ({ids}); most common error: {errors}")
-    resume = (
-        f"re-run with `results_dir={config.results_dir!r}` to do only what is missing"
-        if config.results_dir
-        else "set `results_dir` to keep what was done across runs"
-    )
-    return "Some prompts were left undone:\n" + "\n".join(lines) + f"\nFix the teachers, then {resume}."
+        spec, mine = specs[teacher], [f for f in failures if f.teacher == teacher]
+        where = f"{spec.backend} at {spec.base_url}" if spec.base_url else spec.backend
+        lines.append(f"  - {teacher} ({where}): {len(mine)} of {needed[teacher]} undone")
+        for cause in dict.fromkeys(f.cause for f in mine):
+            group = [f for f in mine if f.cause == cause]
+            ids = ", ".join(str(f.prompt_id) for f in group[:5]) + (", ..." if len(group) > 5 else "")
+            lines.append(f"      {len(group)} x {group[0].error} (prompts {ids})")
+    if config.results_dir:
+        lines.append(
+            f"What was done is kept in results_dir {config.results_dir!r}: once the teachers are fixed, running "
+            "again with it generates only what is missing."
+        )
+    else:
+        lines.append("Set `results_dir` to keep what was done across runs.")
+    return "\n".join(lines)
+
+
+def resume_command(args: GenerateArguments, synthesis: SynthesisConfig, store: ArtifactStore) -> str:
+    """The `persyn-hf generate` command line of this run: every field that differs from its default."""
+    words = ["persyn-hf", "generate"]
+    for config in (args, synthesis):
+        for spec in dataclasses.fields(config):
+            value = getattr(config, spec.name)
+            if spec.default is dataclasses.MISSING or value != spec.default:
+                words += [f"--{spec.name}", str(value).lower() if isinstance(value, bool) else str(value)]
+    words += ["--store_root", str(store.root)] + ["--hub", "true"] * store.hub + ["--private", "true"] * store.private
+    return shlex.join(words)
 
 
 def run(args: GenerateArguments, synthesis: SynthesisConfig, store: ArtifactStore | None = None) -> StageResult:
@@ -415,7 +457,16 @@ def run(args: GenerateArguments, synthesis: SynthesisConfig, store: ArtifactStor
         synthesis.results_dir = str(
             Path(store.root, ".persyn-results", args.generations_repo_id, args.generations_config)
         )
-    generations, report = synthesize(prompts, teachers, synthesis, assignments)
+    resume = f"Resume with:\n  {resume_command(args, synthesis, store)}"
+    try:
+        generations, report = synthesize(prompts, teachers, synthesis, assignments)
+    except SynthesisError as error:
+        raise SynthesisError(f"{error}\n{resume}", error.failures) from None
+    if report.failures and not len(generations):
+        message = _failure_message(report.failures, teachers, report, synthesis)
+        raise SynthesisError(f"{message}\nNo row was done, so nothing was written.\n{resume}", report.failures)
+    if not report.complete:
+        logger.warning(resume)
     logger.info("\n%s", report)
     location = store.save_dataset(args.generations_repo_id, generations, config_name=args.generations_config)
     with tempfile.TemporaryDirectory() as tmp:

@@ -5,6 +5,10 @@ The remote backends talk to `TeacherServer`, a real TGI-protocol server on 127.0
 
 import asyncio
 import json
+import subprocess
+import sys
+import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -12,7 +16,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from persyn_hf.teachers import TeacherSpec
-from persyn_hf.teachers.backends import LocalBackend, chat_parameters, make_backend, tgi_parameters
+from persyn_hf.teachers.backends import LocalBackend, chat_parameters, error_message, make_backend, tgi_parameters
 from persyn_hf.testing.server import TeacherServer
 
 CONVERSATIONS = [
@@ -225,3 +229,65 @@ def test_the_hub_client_says_when_offline_mode_blocks_it(monkeypatch):
     )  # fmt: skip
     with pytest.raises(ValueError, match="`http_client: huggingface_hub` cannot reach .* while HF_HUB_OFFLINE is set"):
         generate(spec, CONVERSATIONS[:1])
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"error": "Input validation error: too long", "error_type": "validation"}', "Input validation error: too long"),
+        (b'{"error": {"message": "The model `x` does not exist.", "type": "NotFoundError", "code": 404}}',
+         "The model `x` does not exist."),
+        (b'{"detail": "Not Found"}', "Not Found"),
+        (b'{"detail": [{"loc": ["body", "max_tokens"], "msg": "must be positive"}, {"msg": "bad seed"}]}',
+         "must be positive; bad seed"),
+        (b'{"message": "Rate limit reached"}', "Rate limit reached"),
+        (b"upstream connect error\nor disconnect/reset before headers", "upstream connect error or disconnect/reset before headers"),
+        (b"", "(empty body)"),
+    ],
+)  # fmt: skip
+def test_error_bodies_in_every_common_shape(body, message):
+    assert error_message(body) == message
+
+
+def get(url: str, token: str | None = None) -> tuple[int, dict]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+
+
+def post_chat(url: str, model: str) -> int:
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]}).encode()
+    request = urllib.request.Request(
+        f"{url}/v1/chat/completions", body, {"Authorization": "Bearer k", "Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_the_server_faults_are_command_line_flags_too():
+    command = [
+        sys.executable, "-m", "persyn_hf.testing.server", "--protocol", "openai", "--served_model_name", "org/m",
+        "--api_key", "k", "--fault_script", "503", "--restart_after_requests", "3", "--restart_down_s", "1",
+    ]  # fmt: skip
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        url = server.stdout.readline().strip()
+        assert get(f"{url}/v1/models") == (401, {"error": "Unauthorized"})
+        assert get(f"{url}/v1/models", "k")[1]["data"][0]["id"] == "org/m"
+        assert get(f"{url}/info", "k") == (404, {"detail": "Not Found"})  # vLLM-like: no TGI routes
+        assert [post_chat(url, "org/m"), post_chat(url, "org/other")] == [503, 404]
+        with pytest.raises(ConnectionResetError):  # the third request restarts it, and is lost
+            post_chat(url, "org/m")
+        with pytest.raises(urllib.error.URLError, match="Connection refused"):  # refused while down
+            post_chat(url, "org/m")
+        time.sleep(1.5)
+        assert post_chat(url, "org/m") == 200
+    finally:
+        server.terminate()
+        server.wait()

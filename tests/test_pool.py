@@ -1,15 +1,20 @@
-"""The pool: retries, time-outs, validation errors, failing teachers, concurrency limits, and a run under faults."""
+"""The pool: retries, time-outs, validation errors, endpoint probes, restarts and dead teachers, concurrency limits,
+and a run under faults."""
 
 import asyncio
 import json
+import re
 import socket
+import time
 from collections import Counter
 
 import pytest
 from datasets import Dataset
 
+from persyn_hf.errors import ConfigError
 from persyn_hf.generate import SynthesisConfig, SynthesisError, synthesize
 from persyn_hf.teachers import TeacherSpec
+from persyn_hf.teachers.backends import TeacherHTTPError
 from persyn_hf.teachers.pool import PoolConfig, RequestFailed, TeacherPool
 from persyn_hf.teachers.results import RESULTS_FILE
 from persyn_hf.testing.server import TeacherServer
@@ -19,9 +24,8 @@ MESSAGES = [{"role": "user", "content": "What is 1 + 1?"}]
 
 
 def remote(name: str, url: str, backend: str = "openai", **overrides) -> TeacherSpec:
-    return TeacherSpec(
-        name=name, model_id=f"org/{name}", family="F", size_b=7, backend=backend, base_url=url, **overrides
-    )
+    fields = {"model_id": f"org/{name}", "family": "F", "size_b": 7, **overrides}
+    return TeacherSpec(name=name, backend=backend, base_url=url, **fields)
 
 
 def request(spec: TeacherSpec, config: PoolConfig):
@@ -90,33 +94,169 @@ def test_retries_stop_at_the_budget(server):
     assert server.stats["requests"] == 3
 
 
-def test_a_failing_teacher_is_reported_with_the_prompts_it_left_undone(server):
-    prompts = Dataset.from_dict({"prompt_id": [f"p{i}" for i in range(10)], "prompt": [f"q{i}" for i in range(10)]})
-    teachers = [remote("up", server.url), remote("down", f"http://127.0.0.1:{free_port()}", max_concurrency=1)]
-    config = SynthesisConfig(max_retries=1, max_consecutive_failures=3, **FAST)
-    with pytest.raises(SynthesisError, match=r"down: 10 prompts undone \(p0, p1, p2, p3, p4, \.\.\.\)") as error:
-        synthesize(prompts, teachers, config)
-    failures = error.value.failures
-    assert [f.prompt_id for f in failures] == [f"p{i}" for i in range(10)]
-    assert {f.teacher for f in failures} == {"down"}
-    assert [f.attempts for f in failures] == [2, 2, 2] + [0] * 7
-    assert failures[0].error.startswith("ClientConnectorError: Cannot connect to host 127.0.0.1")
-    assert failures[0].error.endswith("(gave up after 2 attempts)")
-    assert all(f.error.startswith("not attempted: teacher taken out after 3 failures in a row") for f in failures[3:])
+def test_call_runs_any_backend_method_under_the_retry_rules(server):
+    errors = [TeacherHTTPError(503, "busy"), TeacherHTTPError(429, "slow down")]
 
-    config.allow_incomplete = True
-    generations, report = synthesize(prompts, teachers, config)
-    assert generations["teacher"] == ["up"] * 10
-    assert len(report.failures) == 10
-    assert report.to_dict()["teachers"][1] == {
-        "teacher": "down",
-        "rows": 0,
-        "generations": 0,
-        "prompt_tokens": 0,
-        "completion_tokens": 0,
-        "gts_generations": 10,
-        "gts_completion_tokens": None,
-    }
+    async def method(backend):
+        if errors:
+            raise errors.pop(0)
+        return backend.spec.name
+
+    async def run():
+        async with TeacherPool([remote("a", server.url)], PoolConfig(**FAST)) as pool:
+            return await pool.call("a", method)
+
+    assert asyncio.run(run()) == ("a", 3)
+
+
+WRONG_SETUPS = [
+    pytest.param(
+        {}, {"base_url": "free port"},
+        r"Teacher 'a' \(openai at http://127\.0\.0\.1:\d+\) cannot be used: GET http://127\.0\.0\.1:\d+/v1/models: no "
+        r"answer \(ClientConnectorError: Cannot connect to host .*\)\. Fix: start the server, or correct `base_url`",
+        id="wrong URL",
+    ),
+    pytest.param(
+        {"protocols": ["tgi"]}, {},
+        r"GET http://.*/v1/models: HTTP 404: 404: Not Found\. Fix: `backend: openai` .* needs an OpenAI-compatible "
+        r"server .*; for TGI's `/generate` use `backend: tgi`$",
+        id="openai backend, TGI-only server",
+    ),
+    pytest.param(
+        {"protocols": ["openai"]}, {"backend": "tgi"},
+        r"Teacher 'a' \(tgi at .*\) cannot be used: GET http://.*/info: HTTP 404: Not Found\. Fix: `backend: tgi` with "
+        r"`route: generate` needs a text-generation-inference server .*use `backend: openai`$",
+        id="tgi backend, vLLM-like server",
+    ),
+    pytest.param(
+        {"served_model_names": ["org/served"]}, {},
+        r"GET http://.*/v1/models lists the models \['org/served'\], not 'org/a'\. Fix: set the teacher's `model_id`, "
+        r"or `backend_args.model`, to one of \['org/served'\]$",
+        id="wrong model name",
+    ),
+    pytest.param(
+        {"served_model_names": ["org/served"]}, {"backend": "tgi", "backend_args": {"route": "chat"}},
+        r"lists the models \['org/served'\], not 'org/a'",
+        id="tgi chat route, wrong model name",
+    ),
+    pytest.param(
+        {"api_key": "sk-right"}, {},
+        r"GET http://.*/v1/models: HTTP 401: Unauthorized\. Fix: the server wants an API key: set "
+        r"`backend_args.api_key_env` to the environment variable that holds it$",
+        id="401, no key",
+    ),
+    pytest.param(
+        {"api_key": "sk-right"}, {"backend_args": {"api_key_env": "MY_KEY"}},
+        r"HTTP 401: Unauthorized\. Fix: the server refused the key in \$MY_KEY \(`backend_args.api_key_env`\): check it$",
+        id="401, wrong key",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("server_options", "teacher_options", "match"), WRONG_SETUPS)
+def test_a_wrong_setup_is_one_line_before_any_prompt(server_options, teacher_options, match, monkeypatch):
+    monkeypatch.setenv("MY_KEY", "sk-wrong")
+    prompts = Dataset.from_dict({"prompt_id": [0, 1], "prompt": ["q0", "q1"]})
+    with TeacherServer(**server_options) as server:
+        teacher_options = dict(teacher_options)
+        url = f"http://127.0.0.1:{free_port()}" if teacher_options.pop("base_url", None) else server.url
+        start = time.monotonic()
+        with pytest.raises(ConfigError, match=match) as error:
+            synthesize(prompts, [remote("a", url, **teacher_options)], SynthesisConfig(**FAST))
+        assert time.monotonic() - start < 5
+        assert server.stats["requests"] == 0  # no prompt was sent
+    assert "\n" not in str(error.value)
+    assert "sk-wrong" not in str(error.value)
+
+
+def test_every_unusable_teacher_is_named_at_once():
+    with TeacherServer(protocols=["tgi"]) as tgi_only, TeacherServer(served_model_names=["org/x"]) as vllm_like:
+        teachers = [
+            remote("a", tgi_only.url),
+            remote("x", vllm_like.url),
+            remote("b", vllm_like.url),
+        ]
+        with pytest.raises(ConfigError, match=r"^2 teachers cannot be used: \(1\) Teacher 'a' .*; \(2\) Teacher 'b' "):
+            synthesize(Dataset.from_dict({"prompt_id": [0], "prompt": ["q"]}), teachers, SynthesisConfig(**FAST))
+
+
+def test_a_restart_mid_run_is_ridden_out_without_losing_or_repeating_a_row(tmp_path, caplog):
+    prompts = Dataset.from_dict({"prompt_id": list(range(60)), "prompt": [f"q{i}" for i in range(60)]})
+    with TeacherServer(latency_s=0.02) as server:
+        server.schedule_restart(down_s=1.5, after_requests=20)
+        config = SynthesisConfig(results_dir=str(tmp_path), probe_interval_s=0.2, teacher_down_timeout_s=30, **FAST)
+        generations, report = synthesize(prompts, [remote("a", server.url, max_concurrency=8)], config)
+        assert server.stats["restarts"] == 1
+        assert server.stats["completions"] == 60  # nothing generated twice
+    assert sorted(generations["prompt_id"]) == list(range(60))
+    stored = [json.loads(line) for line in (tmp_path / RESULTS_FILE).read_text().splitlines()]
+    assert sorted(record["prompt_id"] for record in stored) == list(range(60))
+    assert sum(record["attempts"] for record in stored) > 60
+    assert "a is not answering (" in caplog.text
+    assert re.search(r"a answers again after \d\.\d+ s; its requests resume", caplog.text)
+    assert report.complete and not report.failures
+
+
+@pytest.mark.slow
+def test_with_default_settings_a_two_minute_restart_loses_no_row(tmp_path):
+    """The server goes away for two minutes mid-run and comes back; the default settings ride it out."""
+    prompts = Dataset.from_dict({"prompt_id": list(range(200)), "prompt": [f"q{i}" for i in range(200)]})
+    with TeacherServer(latency_s=0.05) as restarted, TeacherServer(latency_s=0.05) as steady:
+        restarted.schedule_restart(down_s=120, after_requests=50)
+        teachers = [remote("restarted", restarted.url), remote("steady", steady.url)]
+        start = time.monotonic()
+        generations, report = synthesize(prompts, teachers, SynthesisConfig(results_dir=str(tmp_path)))
+        elapsed = time.monotonic() - start
+        assert restarted.stats["restarts"] == 1
+        assert restarted.stats["completions"] == steady.stats["completions"] == 200  # nothing generated twice
+    assert 120 < elapsed < 120 + PoolConfig.probe_interval_s + 20
+    assert Counter(zip(generations["prompt_id"], generations["teacher"])) == Counter(
+        {(i, name): 1 for i in range(200) for name in ("restarted", "steady")}
+    )
+    stored = [json.loads(line) for line in (tmp_path / RESULTS_FILE).read_text().splitlines()]
+    assert len({(r["prompt_id"], r["teacher"]) for r in stored}) == len(stored) == 400
+    assert report.complete
+
+
+@pytest.mark.parametrize("death", ["every request 503", "server gone"])
+def test_a_dead_teacher_is_given_up_in_time_while_the_others_finish(death, tmp_path):
+    timeout, interval = 2.0, 0.5
+    prompts = Dataset.from_dict({"prompt_id": [f"p{i}" for i in range(30)], "prompt": [f"q{i}" for i in range(30)]})
+    # `alive` needs ~3.6 s, one request at a time; `dead` dies at its first request, cutting those in flight
+    with TeacherServer(latency_s=0.05) as dead, TeacherServer(latency_s=0.12) as alive:
+        if death == "every request 503":
+            dead.faults.set_rates({"503": 1.0})
+        else:
+            dead.schedule_restart(down_s=3600, after_requests=1)
+        teachers = [remote("dead", dead.url, max_concurrency=4), remote("alive", alive.url, max_concurrency=1)]
+        config = SynthesisConfig(
+            teacher_down_timeout_s=timeout, probe_interval_s=interval, results_dir=str(tmp_path), **FAST
+        )
+        start = time.monotonic()
+        with pytest.raises(SynthesisError) as error:
+            synthesize(prompts, teachers, config)
+        elapsed = time.monotonic() - start
+        dead_requests, alive_completions = dead.stats["requests"], alive.stats["completions"]
+    failures = error.value.failures
+    assert [f.teacher for f in failures] == ["dead"] * 30 and {f.cause for f in failures} == {"teacher down"}
+    down_for = float(re.search(r"not answering for ([\d.]+) s", failures[0].error).group(1))
+    assert timeout <= down_for <= timeout + interval
+    assert alive_completions == 30 and elapsed < 3.6 + 2
+    assert dead_requests <= 4 + config.max_consecutive_failures + timeout / interval + 2  # no hopeless retries
+    first_error = {
+        "every request 503": "TeacherHTTPError: HTTP 503: Service unavailable: injected",
+        "server gone": "ServerDisconnectedError: Server disconnected",
+    }[death]
+    last_probe = {"every request 503": "answered", "server gone": "GET http://.*/v1/models: no answer"}[death]
+    assert re.fullmatch(
+        r"30 of 60 \(prompt, teacher\) pairs were left undone:\n"
+        r"  - dead \(openai at http://127\.0\.0\.1:\d+\): 30 of 30 undone\n"
+        r"      30 x teacher given up: not answering for [\d.]+ s \(teacher_down_timeout_s=2\); "
+        rf"first error: {re.escape(first_error)}; last probe: {last_probe}.* \(prompts p0, p1, p2, p3, p4, \.\.\.\)\n"
+        r"What was done is kept in results_dir .*: once the teachers are fixed, running again with it generates only "
+        r"what is missing\.",
+        str(error.value),
+    ), str(error.value)
 
 
 def test_concurrency_is_bounded_per_teacher_and_overall():

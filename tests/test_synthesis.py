@@ -1,7 +1,10 @@
 """Synthesis: rejection sampling, parallel and routed modes, the cost report, durable resume, and the CLI."""
 
+import asyncio
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -14,7 +17,8 @@ import pytest
 import yaml
 from datasets import Dataset
 
-from persyn_hf.generate import SynthesisConfig, synthesize
+from persyn_hf import cli
+from persyn_hf.generate import GenerateArguments, SynthesisConfig, SynthesisError, run, synthesize
 from persyn_hf.scripts import generate as generate_script
 from persyn_hf.scripts.parser import parse_args
 from persyn_hf.store import ArtifactStore
@@ -24,6 +28,7 @@ from persyn_hf.testing.server import TeacherServer
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "Qwen2.5-1.5B-Instruct" / "generate"
 QUIET = {"disable_tqdm": True, "backoff_base_s": 0.005}
+GIVE_UP_FAST = {"teacher_down_timeout_s": 0.5, "probe_interval_s": 0.1}
 
 
 def remote(name: str, url: str, size_b: float = 7, **overrides) -> TeacherSpec:
@@ -85,6 +90,7 @@ def test_rejection_sampling_keeps_a_correct_sample_else_an_incorrect_one():
     assert costs["small"] == {
         "teacher": "small",
         "rows": 3,
+        "rows_needed": 3,
         "generations": 9,  # 4 + 4 + 1
         "prompt_tokens": 42,  # 4*5 + 4*5 + 2
         "completion_tokens": 63,  # 9*7
@@ -234,6 +240,23 @@ def test_a_torn_last_record_is_cut_off(tmp_path):
     assert [json.loads(line)["prompt_id"] for line in lines] == [1, 3]
 
 
+def test_inside_an_event_loop_records_reach_the_file_when_the_loop_iteration_ends(tmp_path):
+    records = [{"prompt_id": i, "teacher": "t", "sample_index": 0, "text": f"r{i}"} for i in range(3)]
+
+    async def append_all(store: ResultStore) -> list[int]:
+        store.append(records[0])
+        store.append(records[1])
+        written = [(tmp_path / RESULTS_FILE).read_bytes().count(b"\n")]
+        await asyncio.sleep(0)  # the iteration ends: one write for both
+        store.append(records[2])
+        await asyncio.sleep(0)
+        return [*written, (tmp_path / RESULTS_FILE).read_bytes().count(b"\n")]
+
+    with ResultStore(tmp_path, []) as store:
+        assert asyncio.run(append_all(store)) == [0, 3]
+    assert [json.loads(line) for line in (tmp_path / RESULTS_FILE).read_text().splitlines()] == records
+
+
 @pytest.fixture
 def datasets_cache(tmp_path, monkeypatch):
     """A datasets cache of the test's own (here and in its subprocesses): `load_dataset` caches local folders
@@ -335,3 +358,108 @@ def test_a_killed_run_resumes_without_losing_or_redoing_anything(tmp_path, datas
     assert generations["response"] == [f"answer to q{i}" for i in generations["prompt_id"]]
     records = [json.loads(line) for line in results_file.read_text().splitlines()]
     assert sorted(r["prompt_id"] for r in records) == list(range(60))
+
+
+def write_teachers(path: Path, *teachers: TeacherSpec) -> str:
+    path.write_text(yaml.safe_dump([dict(vars(spec)) for spec in teachers]))
+    return str(path)
+
+
+def test_a_partial_run_states_done_and_needed_plainly():
+    prompts = Dataset.from_dict({"prompt_id": list(range(4)), "prompt": [f"q{i}" for i in range(4)]})
+    with TeacherServer() as good, TeacherServer() as dead:
+        dead.faults.set_rates({"503": 1.0})
+        config = SynthesisConfig(allow_incomplete=True, **GIVE_UP_FAST, **QUIET)
+        generations, report = synthesize(prompts, [remote("good", good.url), remote("dead", dead.url)], config)
+    assert generations["teacher"] == ["good"] * 4
+    table = str(report)
+    assert (
+        re.search(r"\ngood +4/4 ", table) and re.search(r"\ndead +0/4 ", table) and re.search(r"\ntotal +4/8 ", table)
+    )
+    assert table.endswith(
+        "parallel: INCOMPLETE: 4 of 8 rows done (4 undone), 4 generations so far; Generate-then-Select (4 prompts x 2 "
+        "teachers) needs 8. No ratio until the run is complete."
+    )
+    assert report.to_dict()["teachers"][1] == {
+        "teacher": "dead",
+        "rows": 0,
+        "rows_needed": 4,
+        "generations": 0,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "gts_generations": 4,
+        "gts_completion_tokens": None,
+    }
+    assert [failure.prompt_id for failure in report.failures] == [0, 1, 2, 3]
+
+
+def test_allow_incomplete_with_no_row_writes_nothing_and_reports_the_failures(tmp_path, datasets_cache):
+    store = ArtifactStore(tmp_path / "store")
+    store.save_dataset("me/prompts", Dataset.from_dict({"prompt_id": [0, 1, 2], "prompt": ["a", "b", "c"]}))
+    with TeacherServer() as dead:
+        dead.faults.set_rates({"503": 1.0})
+        args = GenerateArguments(
+            "me/prompts", write_teachers(tmp_path / "t.yaml", remote("dead", dead.url)), "me/gens"
+        )
+        with pytest.raises(SynthesisError) as error:
+            run(args, SynthesisConfig(allow_incomplete=True, **GIVE_UP_FAST, **QUIET), store)
+    assert re.fullmatch(
+        r"3 of 3 \(prompt, teacher\) pairs were left undone:\n.*\n      3 x teacher given up: .*first error: "
+        r"TeacherHTTPError: HTTP 503: Service unavailable: injected; .*\nNo row was done, so nothing was written\.\n"
+        r"Resume with:\n  persyn-hf generate --prompts_repo_id me/prompts .* --allow_incomplete true .*",
+        str(error.value),
+        flags=re.DOTALL,
+    )
+    assert len(error.value.failures) == 3
+    assert not Path(store.location("me/gens")).exists()
+
+
+def test_an_incomplete_run_ends_with_the_summary_and_a_resume_command_that_works(tmp_path, datasets_cache):
+    store = ArtifactStore(tmp_path / "store")
+    store.save_dataset(
+        "me/prompts", Dataset.from_dict({"prompt_id": list(range(6)), "prompt": [f"q{i}" for i in range(6)]})
+    )
+    with TeacherServer() as good, TeacherServer() as flaky:
+        flaky.faults.set_rates({"503": 1.0})
+        teachers = write_teachers(tmp_path / "t.yaml", remote("good", good.url), remote("flaky", flaky.url))
+        argv = [
+            "generate", "--prompts_repo_id", "me/prompts", "--teachers", teachers, "--generations_repo_id", "me/gens",
+            "--store_root", str(store.root), "--disable_tqdm", "true", "--backoff_base_s", "0.005",
+            "--teacher_down_timeout_s", "0.5", "--probe_interval_s", "0.1",
+        ]  # fmt: skip
+        with pytest.raises(SystemExit) as exit:
+            cli.main(argv)
+        message = exit.value.code
+        assert message.startswith(
+            "persyn-hf generate: error: 6 of 12 (prompt, teacher) pairs were left undone:\n"
+            f"  - flaky (openai at {flaky.url}): 6 of 6 undone\n"
+            "      6 x teacher given up: not answering for "
+        )
+        assert "first error: TeacherHTTPError: HTTP 503: Service unavailable: injected" in message
+        assert message.endswith("\n(`persyn-hf --debug generate ...` shows the traceback)")
+        assert "Traceback" not in message
+        resume = re.search(r"\nResume with:\n  (persyn-hf generate .*)\n", message).group(1)
+        assert not Path(store.location("me/gens")).exists()
+
+        flaky.faults.set_rates({})  # fixed
+        served = good.stats["completions"]
+        cli.main(shlex.split(resume)[1:])
+        assert (good.stats["completions"], flaky.stats["completions"]) == (served, 6)  # only what was missing
+    generations = store.load_dataset("me/gens")
+    assert sorted(zip(generations["prompt_id"], generations["teacher"])) == sorted(
+        (i, teacher) for i in range(6) for teacher in ("good", "flaky")
+    )
+
+
+def test_the_api_key_comes_from_the_environment_and_is_written_nowhere(tmp_path, datasets_cache, monkeypatch):
+    monkeypatch.setenv("TEACHER_KEY", "sk-secret-123")
+    store = ArtifactStore(tmp_path / "store")
+    store.save_dataset("me/prompts", Dataset.from_dict({"prompt_id": [0, 1], "prompt": ["a", "b"]}))
+    with TeacherServer(api_key="sk-secret-123") as server:
+        teacher = remote("t", server.url, backend_args={"api_key_env": "TEACHER_KEY"})
+        args = GenerateArguments("me/prompts", write_teachers(tmp_path / "t.yaml", teacher), "me/gens")
+        result = run(args, SynthesisConfig(**QUIET), store)
+        assert server.authorizations == {"Bearer sk-secret-123": 2}
+    assert len(result.artifact) == 2
+    written = [path for path in tmp_path.rglob("*") if path.is_file()]
+    assert len(written) > 5 and not [path for path in written if b"sk-secret-123" in path.read_bytes()]

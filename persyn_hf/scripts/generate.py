@@ -20,6 +20,11 @@ persyn-hf generate --config recipes/Qwen2.5-1.5B-Instruct/generate/config_parall
 A killed run resumes where it stopped when run again with the same `results_dir` (by default
 `<store_root>/.persyn-results/<generations_repo_id>/<generations_config>`). The cost report is printed and saved
 beside the dataset as `cost_report-<generations_config>.json`.
+
+Every remote teacher's endpoint is probed before any prompt is sent; a wrong URL, protocol, model name or API key
+is one error line per teacher. A teacher that stops answering mid-run is paused and probed, and given up only after
+`--teacher_down_timeout_s` (300 s). A run that leaves prompts undone ends with them grouped by teacher and cause,
+and the command that resumes it.
 """
 
 from persyn_hf.cli import run_script

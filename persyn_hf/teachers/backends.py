@@ -6,12 +6,15 @@
 - `local`: in-process `transformers` generation, batched (the embedded default).
 
 Every backend takes chat messages and returns the same record. Retries, time-outs and concurrency are the
-pool's business (`persyn_hf.teachers.pool`); a backend makes exactly one attempt per call.
+pool's business (`persyn_hf.teachers.pool`); a backend makes exactly one attempt per call. A remote backend's
+`probe()` checks, with one GET, that its endpoint speaks the backend's protocol and serves the teacher's model;
+it raises an `EndpointError` saying what the server answered and what to fix.
 
 The remote backends speak HTTP through one keep-alive `aiohttp` session per teacher by default, or through
 `huggingface_hub.AsyncInferenceClient` (`backend_args: {http_client: huggingface_hub}`). Both send the same
-requests; the first costs about 0.3 ms of client CPU per request against 2.6 ms (`benchmarks/client_throughput.py`),
-which is what lets one process keep hundreds of requests in flight.
+requests; through the whole synthesis engine the first costs about 0.2 ms of client CPU per request against 1.0 ms
+(`benchmarks/client_throughput.py`, 64 requests in flight), which is what lets one process keep hundreds of requests
+in flight.
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ from persyn_hf.teachers.spec import TeacherSpec
 
 # Finish reasons are reported in the OpenAI vocabulary whatever the server says.
 FINISH_REASONS = {"eos_token": "stop", "stop_sequence": "stop", "stop": "stop", "length": "length"}
-NO_API_KEY = "EMPTY"
-PROMPT_BUCKET = 64  # the local backend left-pads prompts to a multiple of this many tokens  # the placeholder OpenAI-compatible servers accept when they need no key
+NO_API_KEY = "EMPTY"  # the placeholder OpenAI-compatible servers accept when they need no key
+PROMPT_BUCKET = 64  # the local backend left-pads prompts to a multiple of this many tokens
 # `from_pretrained` is not thread-safe (it sets process-wide init contexts): local teachers load one at a time.
 _LOAD_LOCK = threading.Lock()
 
@@ -114,6 +117,11 @@ def chat_url(base_url: str) -> str:
     return f"{base}/chat/completions" if base.endswith("/v1") else f"{base}/v1/chat/completions"
 
 
+def models_url(base_url: str) -> str:
+    """The `/v1/models` URL of an OpenAI-compatible server, from its base URL with or without `/v1`."""
+    return chat_url(base_url).removesuffix("/chat/completions") + "/models"
+
+
 class TeacherHTTPError(Exception):
     """An error answer from a teacher server."""
 
@@ -123,12 +131,40 @@ class TeacherHTTPError(Exception):
         self.retry_after = retry_after
 
 
-def _error_message(body: bytes) -> str:
+class EndpointError(Exception):
+    """A teacher's endpoint cannot serve it: what the server answered (`answer`), and how to fix that (`fix`)."""
+
+    def __init__(self, answer: str, fix: str):
+        super().__init__(f"{answer}. Fix: {fix}")
+        self.answer = answer
+        self.fix = fix
+
+
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _message(payload) -> str:
+    """The message inside a parsed error body, however deep (`{"error": {"message": ...}}`)."""
+    if isinstance(payload, dict):
+        for key in ("error", "detail", "message", "msg"):
+            if payload.get(key):
+                return _message(payload[key])
+    if isinstance(payload, list):  # FastAPI's validation errors: [{"loc": [...], "msg": ...}, ...]
+        return "; ".join(_message(item) for item in payload)
+    return str(payload)
+
+
+def error_message(body: bytes) -> str:
+    """The message of an error answer in any common shape, on one line: `{"error": "..."}` (TGI),
+    `{"error": {"message": "..."}}` (OpenAI, vLLM, SGLang), `{"detail": "..."}` (FastAPI), `{"message": "..."}`,
+    or plain text."""
+    text = body.decode(errors="replace").strip()
     try:
-        error = json.loads(body).get("error")
-    except (ValueError, AttributeError):
-        return body[:300].decode(errors="replace")
-    return str(error.get("message", error) if isinstance(error, dict) else error)
+        message = _message(json.loads(text))
+    except ValueError:
+        message = text
+    return _one_line(message)[:500] or "(empty body)"
 
 
 class AiohttpClient:
@@ -136,6 +172,8 @@ class AiohttpClient:
 
     def __init__(self, base_url: str, api_key: str, timeout_s: float, max_connections: int):
         self.base_url = base_url.rstrip("/")
+        self.chat_url = chat_url(base_url)
+        self.api_key = api_key
         self.headers = {"Authorization": f"Bearer {api_key}"}
         self.timeout_s, self.max_connections = timeout_s, max_connections
         self.session = None
@@ -155,7 +193,7 @@ class AiohttpClient:
             if response.status >= 400:
                 retry_after = response.headers.get("Retry-After")
                 retry_after = float(retry_after) if retry_after and retry_after.isdigit() else None
-                raise TeacherHTTPError(response.status, _error_message(body), retry_after)
+                raise TeacherHTTPError(response.status, error_message(body), retry_after)
         return json.loads(body)
 
     async def generate(self, prompt: str, parameters: dict) -> dict:
@@ -165,9 +203,7 @@ class AiohttpClient:
 
     async def chat(self, messages: list[dict], parameters: dict) -> dict:
         fields = {key: value for key, value in parameters.items() if key != "extra_body" and value is not None}
-        return await self._post(
-            chat_url(self.base_url), {"messages": messages, **fields, **(parameters["extra_body"] or {})}
-        )
+        return await self._post(self.chat_url, {"messages": messages, **fields, **(parameters["extra_body"] or {})})
 
     async def completions(self, payload: dict) -> dict:
         return await self._post(completions_url(self.base_url), payload)
@@ -183,6 +219,7 @@ class HubClient:
     def __init__(self, base_url: str, api_key: str, timeout_s: float, max_connections: int):
         from huggingface_hub import AsyncInferenceClient
 
+        self.api_key = api_key
         self.client = AsyncInferenceClient(base_url=base_url.rstrip("/"), api_key=api_key, timeout=timeout_s)
 
     async def start(self) -> None:
@@ -223,8 +260,87 @@ def _http_client(spec: TeacherSpec, config, request_timeout_s: float):
     return client_class(spec.base_url, api_key, request_timeout_s, spec.max_concurrency)
 
 
-async def _chat(client, model: str, messages: list[dict], generation: dict, seed: int | None) -> Completion:
-    output = await client.chat(messages, {"model": model, **chat_parameters(generation, seed)})
+def describe(error: BaseException) -> str:
+    """An exception on one line, its type first (servers often put the useful part on later lines)."""
+    if isinstance(error, TimeoutError) and not str(error):
+        return "TimeoutError: no answer in time"
+    return f"{type(error).__name__}: {_one_line(str(error))[:500]}"
+
+
+NO_CONNECTION_FIX = "start the server, or correct `base_url` (scheme, host and port)"
+NOT_READY_FIX = "the server answers but does not serve yet: wait until it is ready, or read its log"
+CHAT_PROTOCOL_FIX = (
+    "`backend: openai` (and `backend: tgi` with `route: chat`) needs an OpenAI-compatible server (vLLM, SGLang, "
+    "TGI's Messages API) whose root or `/v1` is `base_url`; for TGI's `/generate` use `backend: tgi`"
+)
+TGI_PROTOCOL_FIX = (
+    "`backend: tgi` with `route: generate` needs a text-generation-inference server at `base_url`; for vLLM, SGLang "
+    "or another OpenAI-compatible server use `backend: openai`"
+)
+
+
+def _auth_fix(config) -> str:
+    if getattr(config, "hf_token", False):
+        return "the server refused the Hugging Face token: check that it grants access to this endpoint"
+    if config.api_key_env:
+        return f"the server refused the key in ${config.api_key_env} (`backend_args.api_key_env`): check it"
+    return "the server wants an API key: set `backend_args.api_key_env` to the environment variable that holds it"
+
+
+async def http_get(url: str, api_key: str, timeout_s: float) -> tuple[int, bytes]:
+    """(status, body) of one GET sent with the teacher's bearer token, on a session of its own."""
+    import aiohttp
+
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    async with (
+        aiohttp.ClientSession(timeout=timeout, headers={"Authorization": f"Bearer {api_key}"}) as session,
+        session.get(url) as response,
+    ):
+        return response.status, await response.read()
+
+
+async def _get_json(url: str, api_key: str, timeout_s: float, config, protocol_fix: str):
+    """The JSON a GET answers; an `EndpointError` for no connection, a refused key, a missing route, not JSON."""
+    import aiohttp
+
+    try:
+        status, body = await http_get(url, api_key, timeout_s)
+    except (OSError, TimeoutError, aiohttp.ClientError) as error:
+        raise EndpointError(f"GET {url}: no answer ({describe(error)})", NO_CONNECTION_FIX) from error
+    if status >= 400:
+        fixes = {401: _auth_fix(config), 403: _auth_fix(config), 404: protocol_fix, 405: protocol_fix}
+        raise EndpointError(f"GET {url}: HTTP {status}: {error_message(body)}", fixes.get(status, NOT_READY_FIX))
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise EndpointError(f"GET {url} answered {error_message(body)[:100]!r}, not JSON", protocol_fix) from None
+
+
+async def probe_chat_api(url: str, model: str, api_key: str, timeout_s: float, config) -> None:
+    """Check that `GET /v1/models` answers an OpenAI model list that names `model` (TGI answers its one model
+    instead of a list, and serves any `model` name)."""
+    listing = await _get_json(url, api_key, timeout_s, config, CHAT_PROTOCOL_FIX)
+    if isinstance(listing, dict) and isinstance(listing.get("data"), list):
+        served = [entry.get("id") for entry in listing["data"] if isinstance(entry, dict)]
+        if model not in served:
+            raise EndpointError(
+                f"GET {url} lists the models {served}, not {model!r}",
+                f"set the teacher's `model_id`, or `backend_args.model`, to one of {served}",
+            )
+    elif not (isinstance(listing, dict) and listing.get("object") == "model"):
+        raise EndpointError(f"GET {url} answered {str(listing)[:100]!r}, not a list of models", CHAT_PROTOCOL_FIX)
+
+
+async def probe_tgi(url: str, api_key: str, timeout_s: float, config) -> None:
+    """Check that `GET /info` answers TGI's endpoint info."""
+    info = await _get_json(url, api_key, timeout_s, config, TGI_PROTOCOL_FIX)
+    if not (isinstance(info, dict) and "model_id" in info):
+        raise EndpointError(f"GET {url} answered {str(info)[:100]!r}, not TGI's endpoint info", TGI_PROTOCOL_FIX)
+
+
+async def _chat(client, messages: list[dict], parameters: dict, seed: int | None) -> Completion:
+    """One chat completion; `parameters`: `model` and `chat_parameters` (computed once per teacher)."""
+    output = await client.chat(messages, {**parameters, "seed": seed})
     choice, usage = output["choices"][0], output.get("usage")
     return Completion(
         text=choice["message"]["content"] or "",
@@ -241,6 +357,8 @@ class TGIBackend:
         self.spec = spec
         self.config = spec.options()
         self.client = _http_client(spec, self.config, request_timeout_s)
+        self.model = self.config.model or spec.model_id
+        self.chat_parameters = {"model": self.model, **chat_parameters(spec.generation, None)}
         self.tokenizer = None
 
     async def start(self) -> None:
@@ -251,9 +369,19 @@ class TGIBackend:
             source = self.config.tokenizer or self.spec.model_path or self.spec.model_id
             self.tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, source)
 
+    async def probe(self, timeout_s: float) -> None:
+        """Check the endpoint: TGI's `GET /info` (`route: generate`), or `GET /v1/models` (`route: chat`)."""
+        if self.config.route == "chat":
+            await probe_chat_api(
+                models_url(self.spec.base_url), self.model, self.client.api_key, timeout_s, self.config
+            )
+        else:
+            url = f"{self.spec.base_url.rstrip('/')}/info"
+            await probe_tgi(url, self.client.api_key, timeout_s, self.config)
+
     async def generate(self, messages: list[dict], seed: int | None = None) -> Completion:
         if self.config.route == "chat":
-            return await _chat(self.client, "tgi", messages, self.spec.generation, seed)
+            return await _chat(self.client, messages, self.chat_parameters, seed)
         prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         output = await self.client.generate(prompt, tgi_parameters(self.spec.generation, seed))
         details = output["details"]
@@ -275,13 +403,18 @@ class OpenAIBackend:
         self.spec = spec
         self.config = spec.options()
         self.client = _http_client(spec, self.config, request_timeout_s)
+        self.model = self.config.model or spec.model_id
+        self.chat_parameters = {"model": self.model, **chat_parameters(spec.generation, None)}
 
     async def start(self) -> None:
         await self.client.start()
 
+    async def probe(self, timeout_s: float) -> None:
+        """Check the endpoint: `GET /v1/models` must list the teacher's model."""
+        await probe_chat_api(models_url(self.spec.base_url), self.model, self.client.api_key, timeout_s, self.config)
+
     async def generate(self, messages: list[dict], seed: int | None = None) -> Completion:
-        model = self.config.model or self.spec.model_id
-        return await _chat(self.client, model, messages, self.spec.generation, seed)
+        return await _chat(self.client, messages, self.chat_parameters, seed)
 
     async def prompt_logprobs(self, token_ids: list[int]) -> list[dict | None]:
         """The server's log-probability of every token of `token_ids` given those before it (`/v1/completions`
@@ -369,6 +502,9 @@ class LocalBackend:
         await asyncio.to_thread(self.load)
         self._queue = asyncio.Queue()
         self._worker = asyncio.create_task(self._serve())
+
+    async def probe(self, timeout_s: float) -> None:
+        """Nothing to check: `start` loaded the weights."""
 
     def load(self) -> None:
         """Load the tokenizer and weights (blocking)."""

@@ -2,8 +2,10 @@
 
 Layout of a results directory:
 
-- `results.jsonl`: one JSON record per line, keyed by (`prompt_id`, `teacher`, `sample_index`), flushed after
-  each record. A record torn by a killed process is cut off when the store reopens; nothing else is lost.
+- `results.jsonl`: one JSON record per line, keyed by (`prompt_id`, `teacher`, `sample_index`), written as it
+  arrives: at once, or inside an event loop at the end of the loop iteration it arrived in, before any further
+  answer is read, with one system call for all the records of that iteration. A record torn by a killed process
+  is cut off when the store reopens; nothing else is lost.
 - `manifest.json`: each teacher's fingerprint (`model_id` and generation parameters). Reopening the store
   with a teacher whose fingerprint changed is an error: its stored samples answer different settings.
 - `.lock`: held while a run writes, so two runs never write one store.
@@ -11,6 +13,7 @@ Layout of a results directory:
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import hashlib
 import json
@@ -42,6 +45,8 @@ class ResultStore:
         self.directory = Path(directory)
         self.teachers = list(teachers)
         self.records: dict[tuple, dict] = {}
+        self._pending: list[bytes] = []  # lines not written yet (inside an event loop, until its iteration ends)
+        self._write_error: OSError | None = None  # of a write at the end of a loop iteration, raised by `append`
         self._file = None
         self._lock = None
 
@@ -62,16 +67,21 @@ class ResultStore:
         except Exception:
             self._release()
             raise
-        self._file = open(self.directory / RESULTS_FILE, "a", encoding="utf-8")  # noqa: SIM115
+        self._file = open(self.directory / RESULTS_FILE, "ab", buffering=0)  # noqa: SIM115 - `flush` writes
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._file is not None:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-            self._file = None
-        self._release()
+        try:
+            if self._file is not None:
+                self.flush()
+                os.fsync(self._file.fileno())
+            if self._write_error is not None:
+                raise self._write_error
+        finally:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+            self._release()
 
     def _release(self) -> None:
         fcntl.flock(self._lock, fcntl.LOCK_UN)
@@ -123,10 +133,34 @@ class ResultStore:
         return self.records.get((prompt_id, teacher, sample_index))
 
     def append(self, record: dict) -> None:
-        """Store one sample durably (written and flushed before this returns)."""
+        """Store one sample: written to the file before this returns or, inside an event loop, when the loop iteration
+        ends (all the samples of one iteration with one system call, before any further answer is read)."""
+        if self._write_error is not None:
+            raise self._write_error
         key = self.key(record)
         if key in self.records:
             raise ValueError(f"Sample {key} is already stored; the store never holds a key twice")
-        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._file.flush()
+        self._pending.append(json.dumps(record, ensure_ascii=False).encode() + b"\n")
         self.records[key] = record
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        if len(self._pending) == 1:
+            loop.call_soon(self._flush_at_iteration_end)
+
+    def _flush_at_iteration_end(self) -> None:
+        try:
+            self.flush()
+        except OSError as error:  # a loop callback's error would only be logged: the next `append` raises it
+            self._write_error = error
+
+    def flush(self) -> None:
+        """Write the samples not written yet."""
+        if not self._pending or self._file is None:
+            return
+        data = b"".join(self._pending)
+        self._pending.clear()
+        if self._file.write(data) != len(data):  # a full disk: a torn line is cut off when the store reopens
+            raise OSError(f"Could not write all samples to {str(self.directory / RESULTS_FILE)!r}")

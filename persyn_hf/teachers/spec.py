@@ -30,19 +30,24 @@ class TGIConfig:
         route (`str`, *optional*, defaults to `"generate"`):
             `"generate"`: TGI's `/generate` with the prompt rendered by the teacher's chat template here;
             `"chat"`: TGI's Messages API (`/v1/chat/completions`), rendered by the server.
+        model (`str`, *optional*):
+            The `model` field of `route: chat` requests; defaults to the teacher's `model_id`. TGI serves one model
+            and ignores the field; vLLM and SGLang answer only to a name they serve (`GET /v1/models` lists them).
         tokenizer (`str`, *optional*):
             Tokenizer whose chat template renders prompts for `route="generate"`; defaults to the teacher's
             `model_path`, then its `model_id`.
         api_key_env (`str`, *optional*):
-            Environment variable holding the bearer token to send. Unset: no token is sent.
+            Environment variable holding the bearer token to send, read when the run starts and never written
+            anywhere. Unset: the placeholder `"EMPTY"` is sent.
         hf_token (`bool`, *optional*, defaults to `False`):
             Send the Hugging Face token (`HF_TOKEN` or `hf auth login`), e.g. for Inference Endpoints.
         http_client (`str`, *optional*, defaults to `"aiohttp"`):
-            `"aiohttp"`: one keep-alive `aiohttp` session per teacher (about 9x less client CPU per request);
+            `"aiohttp"`: one keep-alive `aiohttp` session per teacher (about 5x less client CPU per request);
             `"huggingface_hub"`: `huggingface_hub.AsyncInferenceClient`.
     """
 
     route: str = "generate"
+    model: str | None = None
     tokenizer: str | None = None
     api_key_env: str | None = None
     hf_token: bool = False
@@ -55,9 +60,11 @@ class OpenAIConfig:
 
     Parameters:
         api_key_env (`str`, *optional*):
-            Environment variable holding the API key. Unset: the placeholder `"EMPTY"` is sent.
+            Environment variable holding the API key, read when the run starts and never written anywhere. Unset:
+            the placeholder `"EMPTY"` is sent.
         model (`str`, *optional*):
-            The `model` field of each request, when the server knows the model by another name than `model_id`.
+            The `model` field of each request; defaults to the teacher's `model_id`. Set it when the server knows
+            the model by another name (vLLM's `--served-model-name`); `GET /v1/models` lists the names it serves.
         http_client (`str`, *optional*, defaults to `"aiohttp"`):
             `"aiohttp"` or `"huggingface_hub"` (`AsyncInferenceClient`), as for `tgi`.
     """

@@ -1,15 +1,24 @@
-"""A small server on 127.0.0.1 that speaks text-generation-inference's protocol, for tests and benchmarks.
+"""A small server on 127.0.0.1 that speaks text-generation-inference's protocol and the OpenAI one, for tests and
+benchmarks.
 
-Routes: `POST /generate` (and `POST /`, as TGI), `POST /v1/chat/completions`, `GET /info`, `GET /health`, and with
-a model `POST /v1/completions` for prompt log-probabilities as vLLM returns them (token ids as `prompt`,
-`prompt_logprobs`, `max_tokens: 1`). It answers with a local `transformers` model (`model_path`), or without one
-with `respond(prompt)` after a fixed service latency. Tests inject faults: HTTP 429 / 424 / 503 / 422, slow responses, dropped connections.
+Routes: TGI's `POST /generate` (and `POST /`), `GET /info`; OpenAI's `POST /v1/chat/completions`, `GET /v1/models`,
+and with a model `POST /v1/completions` for prompt log-probabilities as vLLM returns them (token ids as `prompt`,
+`prompt_logprobs`, `max_tokens: 1`); `GET /health`. `protocols` picks the families served: `("openai",)` behaves like vLLM (no TGI routes, FastAPI's
+`{"detail": "Not Found"}` for unknown ones). It answers with a local `transformers` model (`model_path`), or without
+one with `respond(prompt)` after a fixed service latency. Without `served_model_names` it answers to any `model`, as
+TGI does; with them, like vLLM's `--served-model-name`, `GET /v1/models` lists them and a chat request naming
+another model gets a 404. With `api_key`, every route but `/health` wants `Authorization: Bearer <api_key>`.
+
+Tests inject faults: HTTP 429 / 424 / 503 / 422, slow responses, dropped connections, and restarts (the server
+closes its port and every connection for `down_s` seconds, so connections are refused, then serves again).
 
 Usage, as a process (prints the URL, serves until killed):
 
 ```bash
 python -m persyn_hf.testing.server --latency_ms 50
 python -m persyn_hf.testing.server --model_path path/to/tiny-model --port 8080
+python -m persyn_hf.testing.server --protocol openai --served_model_name org/teacher --api_key secret \
+    --fault_rate 503=0.05 --fault_rate drop=0.01 --restart_after_requests 500 --restart_down_s 90
 ```
 
 In Python:
@@ -17,6 +26,7 @@ In Python:
 ```python
 with TeacherServer(model_path=path) as server:
     server.faults.script.extend(["429", "drop"])  # the next two generation requests fail this way
+    server.schedule_restart(down_s=120, after_requests=50)  # down for two minutes from the 50th request on
     ...  # a teacher with `base_url: server.url`
 ```
 """
@@ -30,11 +40,12 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from aiohttp import web
 
 FAULTS = ("429", "424", "503", "422", "drop", "slow")
+PROTOCOLS = ("tgi", "openai")
 # Body of each HTTP fault, as TGI sends it.
 FAULT_BODIES = {
     "429": {"error": "Model is overloaded", "error_type": "overloaded"},
@@ -84,7 +95,7 @@ def _count_words(text: str) -> int:
 
 
 class TeacherServer:
-    """A TGI-protocol server on 127.0.0.1 in a background thread.
+    """A TGI- and OpenAI-protocol server on 127.0.0.1 in a background thread.
 
     Parameters:
         model_path: Folder of a `transformers` causal LM with a chat template; `None` answers with `respond`.
@@ -92,8 +103,12 @@ class TeacherServer:
         latency_s: Service time added to every generation request.
         max_new_tokens: Default `max_new_tokens` of a request that sets none.
         max_total_tokens: Largest `max_new_tokens` accepted; larger requests get a 422 validation error.
-        model_id: What `/info` reports.
+        model_id: What `/info` and `/v1/models` report.
         port: 0 picks a free port.
+        served_model_names: The only `model` names chat requests may use, listed by `/v1/models` (vLLM's
+            `--served-model-name`); `None`: any name, as TGI.
+        api_key: The bearer token every route but `/health` wants; `None`: no check.
+        protocols: The route families served, among `PROTOCOLS`.
     """
 
     def __init__(
@@ -105,7 +120,13 @@ class TeacherServer:
         max_total_tokens: int = 512,
         model_id: str = "persyn-hf/test-teacher",
         port: int = 0,
+        served_model_names: Sequence[str] | None = None,
+        api_key: str | None = None,
+        protocols: Sequence[str] = PROTOCOLS,
     ):
+        unknown = [protocol for protocol in protocols if protocol not in PROTOCOLS]
+        if unknown or not protocols:
+            raise ValueError(f"`protocols` must be a non-empty subset of {list(PROTOCOLS)}, got {list(protocols)}")
         self.model_path = model_path
         self.respond = respond or (lambda prompt: "ok")
         self.latency_s = latency_s
@@ -113,6 +134,9 @@ class TeacherServer:
         self.max_total_tokens = max_total_tokens
         self.model_id = model_id
         self.port = port
+        self.served_model_names = None if served_model_names is None else list(served_model_names)
+        self.api_key = api_key
+        self.protocols = tuple(protocols)
         self.faults = Faults()
         self.stats: Counter[str] = Counter()
         self.authorizations: Counter[str] = Counter()
@@ -121,6 +145,9 @@ class TeacherServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
+        self._restart: tuple[int, float] | None = None  # (generation requests that trigger it, seconds down)
+        self._restarting: asyncio.Task | None = None  # held: the loop keeps only weak references to tasks
+        self.up = threading.Event()  # set while the server accepts connections
 
     @property
     def url(self) -> str:
@@ -151,23 +178,57 @@ class TeacherServer:
         return self
 
     async def _serve(self) -> None:
-        app = web.Application(client_max_size=64 * 1024**2)
-        app.router.add_post("/", self._generate)
-        app.router.add_post("/generate", self._generate)
-        app.router.add_post("/v1/chat/completions", self._chat)
-        app.router.add_post("/v1/completions", self._completions)
-        app.router.add_get("/info", self._info)
+        app = web.Application(client_max_size=64 * 1024**2, middlewares=[self._guard])
+        if "tgi" in self.protocols:
+            app.router.add_post("/", self._generate)
+            app.router.add_post("/generate", self._generate)
+            app.router.add_get("/info", self._info)
+        if "openai" in self.protocols:
+            app.router.add_post("/v1/chat/completions", self._chat)
+            app.router.add_get("/v1/models", self._models)
+            app.router.add_post("/v1/completions", self._completions)
         app.router.add_get("/health", self._health)
-        self._runner = web.AppRunner(app, access_log=None)
+        # stopping cancels the requests in flight at once, as a killed server would (0 would mean: wait for them)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.001)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port, backlog=1024)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]
+        self.up.set()
+
+    async def _close(self) -> None:
+        if self.up.is_set():
+            self.up.clear()
+            await self._runner.cleanup()
+
+    def schedule_restart(self, down_s: float, after_requests: int = 0) -> None:
+        """Go down for `down_s` seconds (port closed, connections cut, requests in flight lost), then serve again
+        on the same port: once `after_requests` more generation requests have arrived, or now for 0."""
+        if after_requests == 0:
+            self._loop.call_soon_threadsafe(self._go_down, down_s)
+        else:
+            self._restart = (self.stats["requests"] + after_requests, down_s)
+
+    def _go_down(self, down_s: float) -> None:
+        async def restart() -> None:
+            await self._close()
+            await asyncio.sleep(down_s)
+            await self._serve()
+
+        self.stats["restarts"] += 1
+        self._restarting = asyncio.create_task(restart())
+
+    async def _shutdown(self) -> None:
+        await self._close()
+        rest = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]  # a restart, handlers
+        for task in rest:
+            task.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
 
     def stop(self) -> None:
         if self._loop is None:
             return
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result()
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()
@@ -181,8 +242,27 @@ class TeacherServer:
 
     # Routes ---------------------------------------------------------------------------------------
 
+    @web.middleware
+    async def _guard(self, request: web.Request, handler) -> web.StreamResponse:
+        """Refuse a wrong bearer token (`api_key`); answer unknown routes as vLLM's FastAPI does (OpenAI only)."""
+        authorized = request.headers.get("Authorization") == f"Bearer {self.api_key}"
+        if self.api_key is not None and request.path != "/health" and not authorized:
+            return web.json_response({"error": "Unauthorized"}, status=401)
+        try:
+            return await handler(request)
+        except web.HTTPNotFound:
+            if "tgi" in self.protocols:
+                raise
+            return web.json_response({"detail": "Not Found"}, status=404)
+
     async def _health(self, request: web.Request) -> web.Response:
         return web.Response()
+
+    async def _models(self, request: web.Request) -> web.Response:
+        card = {"object": "model", "created": 0, "owned_by": "persyn-hf"}
+        if self.served_model_names is None:  # TGI's answer: its one model, whatever name requests use
+            return web.json_response({"id": self.model_id, **card})
+        return web.json_response({"object": "list", "data": [{"id": n, **card} for n in self.served_model_names]})
 
     async def _info(self, request: web.Request) -> web.Response:
         return web.json_response(
@@ -212,6 +292,11 @@ class TeacherServer:
         """Count the request, inject a fault, validate it as TGI does; a response means: answer that."""
         self.stats["requests"] += 1
         self.authorizations[request.headers.get("Authorization", "")] += 1
+        if self._restart is not None and self.stats["requests"] >= self._restart[0]:
+            self._go_down(self._restart[1])  # this request is lost too, as in a crash
+            self._restart = None
+            request.transport.abort()
+            return web.Response()
         response = await self._fault(request)
         if response is not None:
             return response
@@ -277,6 +362,13 @@ class TeacherServer:
             return response
         if not body.get("messages"):
             return web.json_response({"error": "`messages` cannot be empty", "error_type": "validation"}, status=422)
+        if self.served_model_names is not None and body.get("model") not in self.served_model_names:
+            error = {
+                "message": f"The model `{body.get('model')}` does not exist.",
+                "type": "NotFoundError",
+                "code": 404,
+            }
+            return web.json_response({"error": error}, status=404)
         generation = {"max_new_tokens": body.get("max_tokens")}
         generation.update(
             {key: body.get(key) for key in ("temperature", "top_p", "top_k", "stop", "repetition_penalty")}
@@ -365,13 +457,65 @@ class TeacherServer:
         )
 
 
+def _fault_rate(text: str) -> tuple[str, float]:
+    kind, _, rate = text.partition("=")
+    return kind, float(rate)
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="A TGI-protocol server on 127.0.0.1 for tests and benchmarks.")
+    parser = argparse.ArgumentParser(
+        description="A TGI- and OpenAI-protocol server on 127.0.0.1 for tests and benchmarks."
+    )
     parser.add_argument("--model_path", default=None, help="Folder of a causal LM; none answers 'ok'.")
     parser.add_argument("--latency_ms", type=float, default=0.0, help="Service time of each generation request.")
     parser.add_argument("--port", type=int, default=0, help="Port (0: a free one).")
+    parser.add_argument("--model_id", default="persyn-hf/test-teacher", help="What /info and /v1/models report.")
+    parser.add_argument(
+        "--served_model_name",
+        action="append",
+        default=None,
+        help="A model name chat requests may use (repeatable); none: any name, as TGI.",
+    )
+    parser.add_argument("--api_key", default=None, help="Bearer token every route but /health wants.")
+    parser.add_argument(
+        "--protocol",
+        action="append",
+        choices=PROTOCOLS,
+        default=None,
+        help="Route family to serve (repeatable); default: all.",
+    )
+    parser.add_argument(
+        "--fault_rate",
+        action="append",
+        type=_fault_rate,
+        default=[],
+        metavar="KIND=P",
+        help=f"Probability of a fault per generation request (repeatable); kinds: {', '.join(FAULTS)}.",
+    )
+    parser.add_argument("--fault_script", default="", help="Faults of the first requests, in order: e.g. 429,drop.")
+    parser.add_argument("--slow_s", type=float, default=1.0, help="Delay of a `slow` fault.")
+    parser.add_argument(
+        "--restart_after_requests",
+        type=int,
+        default=None,
+        help="Restart once this many generation requests have arrived.",
+    )
+    parser.add_argument("--restart_down_s", type=float, default=60.0, help="How long a restart keeps the port closed.")
     args = parser.parse_args(argv)
-    server = TeacherServer(model_path=args.model_path, latency_s=args.latency_ms / 1000, port=args.port).start()
+    server = TeacherServer(
+        model_path=args.model_path,
+        latency_s=args.latency_ms / 1000,
+        port=args.port,
+        model_id=args.model_id,
+        served_model_names=args.served_model_name,
+        api_key=args.api_key,
+        protocols=args.protocol or PROTOCOLS,
+    ).start()
+    server.faults.set_rates(dict(args.fault_rate))
+    server.faults.script.extend(kind for kind in args.fault_script.split(",") if kind)
+    server.faults.slow_s = args.slow_s
+    if args.restart_after_requests is not None:
+        server.schedule_restart(args.restart_down_s, after_requests=args.restart_after_requests)
     print(server.url, flush=True)
     try:
         threading.Event().wait()
