@@ -6,7 +6,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install test demo quality style benchmarks
+.PHONY: install test demo demo-full quality style benchmarks
 
 $(BIN)/persyn-hf: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ test: install
 
 demo: install
 	$(BIN)/persyn-hf demo --config recipes/demo/config_demo.yaml
+
+demo-full: install
+	$(BIN)/persyn-hf demo --config recipes/demo/config_demo.yaml --full true
 
 quality: install
 	$(BIN)/ruff check persyn_hf tests benchmarks

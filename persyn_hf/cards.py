@@ -230,7 +230,7 @@ def personalized_dataset_card(
     if persyn["student"] != student:
         raise ValueError(
             f"{repo_id!r} holds datasets personalized for the student {persyn['student']!r}, not {student!r}: "
-            "choose another `output_repo_id` for this student."
+            "choose another `dataset_repo_id` for this student."
         )
     persyn["teachers"] = {
         **persyn["teachers"],

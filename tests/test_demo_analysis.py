@@ -5,7 +5,14 @@ import math
 import numpy as np
 import pytest
 
-from persyn_hf.demo.analysis import hit_rows, line_chart, paired_difference, router_baselines, seed_summary
+from persyn_hf.demo.analysis import (
+    hit_rows,
+    line_chart,
+    paired_difference,
+    rank_correlation,
+    router_baselines,
+    seed_summary,
+)
 
 NAN = math.nan
 
@@ -54,3 +61,10 @@ def test_line_chart_is_a_png(tmp_path):
         [0, 0.5, 1], {"acc": [0.1, 0.3, 0.2], "acc std": [0.01, 0.02, 0.0]}, tmp_path / "a.png", "t", "x", "y"
     )
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rank_correlation_by_hand():
+    assert rank_correlation([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert rank_correlation([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # ranks (1, 2, 3) against (1, 3, 2): r = 1 - 6 * (0 + 1 + 1) / (3 * 8) = 0.5
+    assert rank_correlation([0.1, 0.2, 0.3], [5, 9, 7]) == pytest.approx(0.5)

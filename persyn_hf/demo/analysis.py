@@ -5,6 +5,7 @@
   confidence interval over problems;
 - `router_baselines`: the Hit@k a router must beat: chance (a random teacher) and the majority class (always the
   teacher most often best on the router's training prompts);
+- `rank_correlation`: Spearman's correlation, e.g. of the Eq. 2 reward with what the student gains;
 - `line_chart`, `scatter_chart`: the PNG figures (α sweep, data-size curve, reward against student gain).
 """
 
@@ -61,6 +62,21 @@ def router_baselines(train_rewards: np.ndarray, eval_rewards: np.ndarray, ks: tu
         levels[f"chance_hit_at_{k}"] = float((hits * weights).sum(axis=1).mean())
         levels[f"majority_hit_at_{k}"] = float(hits[:, majority].mean())
     return levels
+
+
+def rank_correlation(x: list[float], y: list[float]) -> float:
+    """Spearman's rank correlation of `x` and `y` (ties get their mean rank)."""
+
+    def ranks(values) -> np.ndarray:
+        values = np.asarray(values, dtype=np.float64)
+        order = values.argsort()
+        ranked = np.empty(len(values))
+        ranked[order] = np.arange(len(values))
+        for value in np.unique(values):  # ties share their mean rank
+            ranked[values == value] = ranked[values == value].mean()
+        return ranked
+
+    return float(np.corrcoef(ranks(x), ranks(y))[0, 1])
 
 
 def line_chart(x: list, series: dict[str, list[float]], path: str | Path, title: str, xlabel: str, ylabel: str):

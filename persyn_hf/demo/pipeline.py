@@ -55,7 +55,7 @@ STRATEGIES = [
 ROUTED = {"persyn": 0.4, "persyn_wo_quality": 1.0, "persyn_wo_learnability": 0.0}
 # The settings of the paper whose generation cost the report compares: (prompts, teachers, router subset).
 PAPER_SETTINGS = {"Magpie-Zoo (instruction)": (50_000, 19, 2_500), "PerSyn-Math": (10_000, 15, 2_500)}
-QUICK_STEPS = 100
+QUICK_STEPS = 60  # training steps of each world model with `quick`
 
 
 @dataclass
@@ -73,7 +73,8 @@ class DemoArguments:
         teachers (`str`, *optional*): Teachers YAML (default: the demo world's); relative `model_path`s are
             resolved against `cache_dir`.
         seed (`int`): Seed of the world (problems, sampling, training); student seeds are `seed`, `seed + 1`, ...
-        quick (`bool`): A smaller world: fewer training steps for teachers, student and SFT.
+        quick (`bool`): A quick run that only shows the plumbing works: world models of `QUICK_STEPS` steps, a few
+            SFT and router steps (for the tests).
         output_dir (`str`): Where `results.json`, the charts and the stage outputs go.
         cache_dir (`str`): Where the trained tokenizer, teachers and student are kept between runs.
         store_root (`str`): The local artifact store every stage writes to.
@@ -94,7 +95,7 @@ class DemoArguments:
     )
     teachers: str | None = field(default=None, metadata={"help": "Teachers YAML (default: the demo world's)."})
     seed: int = field(default=42, metadata={"help": "Seed of the world; student seeds follow it."})
-    quick: bool = field(default=False, metadata={"help": "A smaller, faster world (used by the tests)."})
+    quick: bool = field(default=False, metadata={"help": "A quick plumbing run: few training steps (the tests)."})
     output_dir: str = field(default="outputs/demo", metadata={"help": "Where results and stage outputs go."})
     cache_dir: str = field(default=".cache/persyn-demo", metadata={"help": "Trained teachers and student."})
     store_root: str = field(default="outputs/demo/store", metadata={"help": "The local artifact store."})
@@ -182,8 +183,7 @@ class Demo:
             )
         resolved = []
         for spec in self.specs:
-            recipe = self._scaled(TEACHER_RECIPES[spec.name])
-            path = train_teacher(tokenizer, recipe, cache / "teachers", num_examples=1600 if args.quick else 8000)
+            path = train_teacher(tokenizer, self._scaled(TEACHER_RECIPES[spec.name]), cache / "teachers")
             resolved.append({**dataclasses.asdict(spec), "model_path": path})
         self.student = pretrain_student(tokenizer, self._scaled(STUDENT_RECIPE), cache / "student")
         self.out.mkdir(parents=True, exist_ok=True)
@@ -198,6 +198,7 @@ class Demo:
         self.store.save_dataset("demo/prompts", test, config_name="heldout", split="test")
 
     def _scaled(self, recipe):
+        """`recipe`, or with `quick` a recipe of `QUICK_STEPS` steps: a world that only shows the plumbing works."""
         return dataclasses.replace(recipe, steps=QUICK_STEPS) if self.args.quick else recipe
 
     def _quick_training(self) -> dict:
@@ -319,16 +320,18 @@ class Demo:
         if self.args.full:
             report["alpha_sweep"] = self.timed("alpha_sweep", self.alpha_sweep, outcomes)
             report["data_size"] = self.timed("data_size_curve", self.data_size_curve)
-            report["reward_and_gain"] = self.timed("reward_and_gain", self.reward_and_gain)
+            points = self.timed("reward_and_gain", self.reward_and_gain)
+            report["reward_and_gain"] = points
+            report["reward_gain_correlation"] = analysis.rank_correlation(
+                [p["reward"] for p in points], [p["gain"] for p in points]
+            )
         return report
 
     # Analyses --------------------------------------------------------------------------------------
 
     def report(self, outcomes: list[Distilled]) -> dict:
         """The comparison of the strategies, the router's quality, the cost."""
-        persyn = outcomes[0]
-        heldout = self.store.load_dataset("demo/prompts", "heldout", "test")
-        kinds = dict(zip(heldout["prompt_id"], heldout["kind"])) if "kind" in heldout.column_names else {}
+        persyn, kinds = outcomes[0], self.heldout_kinds()
         rows = [
             {
                 "strategy": outcome.strategy,
@@ -402,14 +405,19 @@ class Demo:
             )
         return curve
 
+    def heldout_kinds(self) -> dict[str, str]:
+        """prompt_id -> kind of every held-out problem (empty when the world's problems have no kind)."""
+        heldout = self.store.load_dataset("demo/prompts", "heldout", "test")
+        return dict(zip(heldout["prompt_id"], heldout["kind"])) if "kind" in heldout.column_names else {}
+
     def reward_and_gain(self) -> list[dict]:
-        """Per teacher and kind of problem: the mean Eq. 2 reward of its answers on X, and the held-out accuracy the
-        student gains by learning from that teacher alone (over the student before fine-tuning), over the seeds."""
+        """Per teacher and kind of problem: the mean Eq. 2 reward of its answers on X, the held-out accuracy of the
+        student that learnt from that teacher alone (mean over the seeds), and its gain over the student before
+        fine-tuning (`base`)."""
         base = self.stage(
             "eval", "eval/config_demo.yaml", model_name_or_path=self.student, output_dir=self.out / "eval" / "base"
         ).summary["problems"]["persyn_heldout"]
-        heldout = self.store.load_dataset("demo/prompts", "heldout", "test")
-        kinds = dict(zip(heldout["prompt_id"], heldout["kind"])) if "kind" in heldout.column_names else {}
+        kinds = self.heldout_kinds()
         base_by_kind = by_kind([base], kinds)
         rewards = mean_reward_by_teacher_and_kind(
             self.store.load_dataset("demo/scores-parallel"), self.store.load_dataset("demo/prompts")
@@ -423,7 +431,9 @@ class Demo:
                     {
                         "teacher": teacher,
                         "kind": kind,
-                        "reward": rewards.get((teacher, kind)),
+                        "reward": rewards[teacher, kind],
+                        "accuracy": accuracy,
+                        "base": base_by_kind[kind],
                         "gain": accuracy - base_by_kind[kind],
                     }
                 )
@@ -514,5 +524,36 @@ def run_demo(args: DemoArguments) -> dict:
         f"{router['majority_hit_at_3']:.3f}); agreement with the Oracle on X: "
         f"{report['router_vs_oracle']['agreement']:.3f}"
     )
+    if args.full:
+        print(full_analyses(report, demo.out))
     print(f"wall time: {report['wall_time_s']['total']} s; results in {demo.out / 'results.json'}")
     return report
+
+
+def full_analyses(report: dict, out: Path) -> str:
+    """The `full` run's charts (α sweep, data-size curve, reward against gain) and their tables."""
+    sweep, curve, points = report["alpha_sweep"], report["data_size"], report["reward_and_gain"]
+    alphas = [row["alpha"] for row in sweep]
+    accuracy = {"PerSyn": [row["accuracy"]["mean"] for row in sweep]}
+    accuracy["PerSyn std"] = [row["accuracy"]["std"] for row in sweep]
+    analysis.line_chart(alphas, accuracy, out / "alpha_sweep.png", "Student accuracy per α", "α", "accuracy")
+    sizes = [row["train_prompts"] for row in curve]
+    hits = {"Hit@1": [row["hit_at_1"] for row in curve], "Hit@3": [row["hit_at_3"] for row in curve]}
+    analysis.line_chart(sizes, hits, out / "router_data_size.png", "Router vs training prompts", "prompts", "hit")
+    shown = [{"x": p["reward"], "y": p["gain"], "label": p["teacher"], "group": p["kind"]} for p in points]
+    analysis.scatter_chart(
+        shown, out / "reward_vs_gain.png", "Eq. 2 reward vs what the student gains", "reward", "gain"
+    )
+    lines = ["| α | accuracy (mean ± std) |", "|---|---|"]
+    lines += [f"| {row['alpha']:g} | {row['accuracy']['mean']:.3f} ± {row['accuracy']['std']:.3f} |" for row in sweep]
+    lines += ["", "| router training prompts | Hit@1 | Hit@3 |", "|---|---|---|"]
+    lines += [f"| {row['train_prompts']} | {row['hit_at_1']:.3f} | {row['hit_at_3']:.3f} |" for row in curve]
+    lines += ["", "| teacher | kind | mean Eq. 2 reward | accuracy | gain over the untuned student |"]
+    lines += ["|---|---|---|---|---|"]
+    lines += [
+        f"| {p['teacher']} | {p['kind']} | {p['reward']:.3f} | {p['accuracy']:.3f} | {p['gain']:+.3f} |"
+        for p in points
+    ]
+    correlation = report["reward_gain_correlation"]
+    lines.append(f"Spearman correlation of reward and gain over teacher x kind: {correlation:.2f}")
+    return "\n".join(lines)

@@ -1,13 +1,16 @@
-"""The demo world: graded arithmetic word problems, teachers with different answer styles, a student.
+"""The demo world: arithmetic word problems of four kinds, the voices teachers answer in, the student's corpus.
 
-Everything is written by code and trained locally, so the whole method runs offline on a CPU:
+Everything is written by code, so the whole method runs offline on a CPU. The world is built so that the teacher
+a student learns best from depends on the prompt's kind, as its wording shows:
 
-- problems of four difficulty levels with a verifiable integer answer and a held-out test split;
-- a BPE tokenizer trained on the world's text;
-- teachers that differ in size and style (long chain of thought, short chain of thought, terse, and one
-  that errs on hard items), each a real causal LM trained with TRL on text in its style;
-- a student lightly pretrained on single-step arithmetic facts, so that its log-likelihood of a
-  response (learnability) says something about what it can learn.
+- `add` ("gets 4 more") and `sub` ("gives away 4"): one step, and every careful teacher is right; the student
+  learns best from answers written the way its own family (Aster) writes them;
+- `compare` ("How many more pens does Tom have?"): one subtraction, but "more" makes some teachers add;
+- `chain` ("gets 1 more, then 2 more"): two steps; a teacher that answers in one step stops after the first.
+
+A teacher is a `Voice`: the way it writes an answer and the mistakes it is built to make (`respond`). The student
+has read every single-digit fact and pulled the numbers out of many word problems (`student_corpus`), but has
+never seen a comparison or a worked chain: what a teacher teaches it is how to read and lay out a problem.
 """
 
 from __future__ import annotations
@@ -19,106 +22,165 @@ from datasets import Dataset
 
 NAMES = ["Tom", "Ana", "Li", "Sam", "Mia", "Raj", "Eva", "Ben"]
 ITEMS = ["apples", "coins", "books", "pens", "cards", "shells"]
-# 1: one digit, no carry; 2: one digit, mostly with a carry; 3: two digits plus one; 4: two plus two.
-LEVEL_RANGES = {1: ((1, 4), (1, 5)), 2: ((2, 9), (2, 9)), 3: ((10, 99), (1, 9)), 4: ((10, 99), (10, 99))}
-STYLES = ("long_cot", "short_cot", "terse", "sloppy")
+KINDS = ("add", "sub", "compare", "chain")
 
 
 @dataclass(frozen=True)
 class Problem:
-    """One addition word problem; `a + b` is the answer."""
+    """One word problem of `kind` over `numbers`; `name` (and `other`, in a comparison) hold `item`s."""
 
     prompt_id: str
-    level: int
-    a: int
-    b: int
+    kind: str
+    numbers: tuple[int, ...]
     name: str
+    other: str
     item: str
 
     @property
-    def answer(self) -> int:
-        return self.a + self.b
+    def prompt(self) -> str:
+        (a, b, *rest), name, item = self.numbers, self.name, self.item
+        if self.kind == "add":
+            return f"{name} has {a} {item} and gets {b} more. How many {item} now?"
+        if self.kind == "sub":
+            return f"{name} has {a} {item} and gives away {b}. How many {item} now?"
+        if self.kind == "compare":
+            return f"{name} has {a} {item} and {self.other} has {b}. How many more {item} does {name} have?"
+        return f"{name} has {a} {item}, gets {b} more, then {rest[0]} more. How many {item} now?"
 
     @property
-    def prompt(self) -> str:
-        return f"{self.name} has {self.a} {self.item}, gets {self.b} more. How many?"
+    def subtracts(self) -> bool:
+        return self.kind in ("sub", "compare")
+
+    @property
+    def answer(self) -> int:
+        return self.numbers[0] - self.numbers[1] if self.subtracts else sum(self.numbers)
+
+    @property
+    def equation(self) -> str:
+        """The problem as an expression, e.g. `7+1+2`."""
+        return ("-" if self.subtracts else "+").join(map(str, self.numbers))
+
+
+def _numbers(kind: str, rng: random.Random) -> tuple[int, ...]:
+    """Operands whose every step is a single-digit fact: a chain's first sum stays below ten."""
+    if kind == "add":
+        return rng.randint(1, 9), rng.randint(1, 9)
+    if kind == "chain":
+        a = rng.randint(1, 8)
+        return a, rng.randint(1, 9 - a), rng.randint(1, 9)
+    b = rng.randint(1, 8)
+    return rng.randint(b + 1, 9), b
 
 
 def make_problems(num: int, seed: int, split: str = "train") -> list[Problem]:
-    """`num` problems with levels spread evenly, from a random stream seeded by `split` and `seed`.
+    """`num` problems, kinds in turn, from a random stream seeded by `split` and `seed`.
 
-    Splits draw from different streams; the easiest levels have few distinct sums, so a sum (not its wording)
-    can recur across splits, as it would in any arithmetic test set.
+    Splits draw from different streams: the demo distils on `train` and reports `test`; design the world against
+    `dev`. The operands are small, so the same numbers (not the same wording) recur across splits, as they would
+    in any arithmetic test set.
     """
     rng = random.Random(f"{split}-{seed}")
     problems = []
     for i in range(num):
-        level = 1 + i % len(LEVEL_RANGES)
-        (a_lo, a_hi), (b_lo, b_hi) = LEVEL_RANGES[level]
-        problems.append(
-            Problem(
-                prompt_id=f"{split}-{i:05d}",
-                level=level,
-                a=rng.randint(a_lo, a_hi),
-                b=rng.randint(b_lo, b_hi),
-                name=rng.choice(NAMES),
-                item=rng.choice(ITEMS),
-            )
-        )
+        kind = KINDS[i % len(KINDS)]
+        name, other = rng.sample(NAMES, 2)
+        numbers = _numbers(kind, rng)
+        problems.append(Problem(f"{split}-{i:05d}", kind, numbers, name, other, rng.choice(ITEMS)))
     return problems
 
 
 def problems_dataset(problems: list[Problem]) -> Dataset:
-    """The prompts contract: `prompt_id`, `prompt`, gold `answer`, `source`, plus `level`."""
+    """The prompts contract: `prompt_id`, `prompt`, gold `answer`, `source`, plus the problem's `kind`."""
     return Dataset.from_list(
         [
-            {
-                "prompt_id": p.prompt_id,
-                "prompt": p.prompt,
-                "answer": str(p.answer),
-                "source": "demo-arithmetic",
-                "level": p.level,
-            }
+            {"prompt_id": p.prompt_id, "prompt": p.prompt, "answer": str(p.answer), "source": "demo", "kind": p.kind}
             for p in problems
         ]
     )
 
 
-def _column_steps(a: int, b: int) -> list[str]:
-    """Schoolbook addition, one digit column at a time (ones first), with carries."""
-    steps, carry = [], 0
-    while a or b or carry:
-        da, db = a % 10, b % 10
-        total = da + db + carry
-        steps.append(f"{da}+{db}{'+1' if carry else ''}={total}")
-        carry, a, b = total // 10, a // 10, b // 10
+@dataclass(frozen=True)
+class Voice:
+    """How a teacher answers, and the mistakes it is built to make.
+
+    `template` holds `{work}` (the working, one `x+y=z` equation per step, or prose) and `{answer}`.
+    """
+
+    template: str
+    prose: bool = False  # the working in words ("Start with 7, add 1 to get 8")
+    one_step: bool = True  # on a chain, stops after the first step (a short chain-of-thought answer)
+    misreads: tuple[str, ...] = ()  # kinds it reads as an addition
+    drops_carry: bool = False  # writes only the ones digit of a sum of ten or more
+
+
+def _steps(problem: Problem, voice: Voice) -> list[tuple[int, str, int, int]]:
+    """The (x, op, y, result) steps `voice` takes on `problem`, its own mistakes included."""
+    first, *rest = problem.numbers
+    op = "-" if problem.subtracts and problem.kind not in voice.misreads else "+"
+    steps, total = [], first
+    for number in rest[:1] if voice.one_step else rest:
+        result = total - number if op == "-" else total + number
+        if voice.drops_carry:
+            result %= 10
+        steps.append((total, op, number, result))
+        total = result
     return steps
 
 
-def respond(problem: Problem, style: str, rng: random.Random) -> str:
-    """A response in `style` to `problem`: the text a teacher of that style is trained to write."""
-    a, b, answer = problem.a, problem.b, problem.answer
-    if style == "long_cot":
-        return f"Columns: {', '.join(_column_steps(a, b))}. So {a}+{b}={answer}. The answer is {answer}."
-    if style == "short_cot":
-        return f"{a}+{b}={answer}. The answer is {answer}."
-    if style == "terse":
-        return f"The answer is {answer}."
-    if style == "sloppy":  # right on easy items, often off by ten on hard ones
-        wrong = problem.level >= 3 and rng.random() < 0.6
-        given = answer + rng.choice([-10, 10]) if wrong else answer
-        return f"{a}+{b} is {given}. The answer is {given}."
-    raise ValueError(f"`style` must be one of {list(STYLES)}, got {style!r}")
+NUMBER_WORDS = [
+    *("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"),
+    *("ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen"),
+]
 
 
-def pretraining_corpus(num: int, seed: int) -> list[tuple[str, str]]:
-    """(question, answer) pairs of single-digit facts, and problems answered with their sum only (unsolved):
-    what the student knows before distillation."""
-    rng = random.Random(f"pretrain-{seed}")
+def _prose(steps: list[tuple[int, str, int, int]]) -> str:
+    """The working in words, small numbers spelled out as a style guide would have them."""
+    verbs = {"+": "add", "-": "take away"}
+    words = [f"{verbs[op]} {NUMBER_WORDS[y]} to get {NUMBER_WORDS[z]}" for _, op, y, z in steps]
+    return f"Start with {NUMBER_WORDS[steps[0][0]]}, " + ", ".join(words)
+
+
+def respond(problem: Problem, voice: Voice) -> str:
+    """The answer `voice` gives to `problem`: the text a teacher with that voice is trained to write."""
+    steps = _steps(problem, voice)
+    work = _prose(steps) if voice.prose else ". ".join(f"{x}{op}{y}={z}" for x, op, y, z in steps)
+    return voice.template.format(work=work, answer=steps[-1][3])
+
+
+# The voices of the student's corpus, with their shares: its own family's worked answers, a little of others'.
+WORKED = Voice("{work}. The answer is {answer}.", one_step=False)
+CORPUS_VOICES = {
+    WORKED: 0.93,
+    Voice("{work}, so the answer is {answer}.", one_step=False): 0.05,
+    Voice("{work}. Done. The answer is {answer}.", one_step=False): 0.02,
+}
+WORKED_SHARE = 0.15  # of the corpus' `add` and `sub` word problems; the others are only restated
+
+
+def _exercise(rng: random.Random) -> Problem:
+    """A bare sum or difference over every single-digit fact, or a two-step sum."""
+    kind = rng.choice(("add", "sub", "chain"))
+    numbers = (rng.randint(0, 9), rng.randint(0, 9)) if kind == "add" else _numbers(kind, rng)
+    return Problem("", kind, numbers, "", "", "")
+
+
+def student_corpus(num: int, seed: int) -> list[tuple[str, str]]:
+    """What the student reads before distillation, as (question, answer) pairs.
+
+    `num` exercises answered in the voices of `CORPUS_VOICES`, and the `add`, `sub` and `chain` problems among
+    `num` word problems restated as expressions (`7+1+2`), a `WORKED_SHARE` of the one-step ones worked instead.
+    No comparison and no worked chain: the student cannot solve a problem zero-shot, it restates it.
+    """
+    rng = random.Random(f"corpus-{seed}")
+    voices, weights = list(CORPUS_VOICES), list(CORPUS_VOICES.values())
     pairs = []
     for _ in range(num):
-        a, b, carry = rng.randint(0, 9), rng.randint(0, 9), rng.randint(0, 1)
-        question = f"{a}+{b}+1" if carry else f"{a}+{b}"
-        pairs.append((f"What is {question}?", f"{question}={a + b + carry}."))
-    pairs += [(p.prompt, f"{p.a}+{p.b}.") for p in make_problems(num // 2, seed, split="pretrain")]
+        exercise = _exercise(rng)
+        voice = rng.choices(voices, weights)[0]
+        pairs.append((f"What is {exercise.equation}?", respond(exercise, voice)))
+    for problem in make_problems(num, seed, split="corpus"):
+        if problem.kind == "compare":
+            continue
+        worked = problem.kind != "chain" and rng.random() < WORKED_SHARE
+        pairs.append((problem.prompt, respond(problem, WORKED) if worked else problem.equation))
     return pairs
