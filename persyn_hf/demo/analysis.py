@@ -91,14 +91,7 @@ def line_chart(x: list, series: dict[str, list[float]], path: str | Path, title:
         if name.endswith(" std"):
             continue
         axes.errorbar(x, values, yerr=series.get(f"{name} std"), marker="o", capsize=3, label=name)
-    axes.set_xlabel(xlabel)
-    axes.set_ylabel(ylabel)
-    axes.set_title(title)
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, format="png", dpi=120)
-    return Path(path)
+    return _save(figure, axes, path, title, xlabel, ylabel)
 
 
 def scatter_chart(points: list[dict], path: str | Path, title: str, xlabel: str, ylabel: str):
@@ -116,6 +109,11 @@ def scatter_chart(points: list[dict], path: str | Path, title: str, xlabel: str,
             axes.annotate(
                 point["label"], (point["x"], point["y"]), fontsize=7, xytext=(3, 3), textcoords="offset points"
             )
+    return _save(figure, axes, path, title, xlabel, ylabel)
+
+
+def _save(figure, axes, path: str | Path, title: str, xlabel: str, ylabel: str) -> Path:
+    """Label, grid and legend the axes, then write the figure as a PNG."""
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
     axes.set_title(title)
