@@ -11,6 +11,7 @@ from persyn_hf.demo.analysis import (
     paired_difference,
     rank_correlation,
     router_baselines,
+    scatter_chart,
     seed_summary,
 )
 
@@ -61,6 +62,12 @@ def test_line_chart_is_a_png(tmp_path):
         [0, 0.5, 1], {"acc": [0.1, 0.3, 0.2], "acc std": [0.01, 0.02, 0.0]}, tmp_path / "a.png", "t", "x", "y"
     )
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_scatter_chart_is_a_png(tmp_path):
+    points = [{"x": 0.1, "y": 0.2, "label": "a", "group": "g"}, {"x": 0.3, "y": 0.1, "label": "b", "group": "h"}]
+    path = scatter_chart(points, tmp_path / "s.png", "t", "x", "y")
+    assert path == tmp_path / "s.png" and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_rank_correlation_by_hand():
