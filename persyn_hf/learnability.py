@@ -135,7 +135,7 @@ def _check_text(text) -> None:
             raise UnscorableResponse(INVALID_UTF8) from None
 
 
-def _longer_than(tokenizer, text: str, max_tokens: int) -> bool:
+def longer_than(tokenizer, text: str, max_tokens: int) -> bool:
     """Whether `text` alone takes more than `max_tokens` tokens, tokenising no more of it than needed to tell.
 
     A text longer than `PROBE_CHARS_PER_TOKEN * max_tokens` characters is probed with prefixes cut before a space,
@@ -208,7 +208,7 @@ def encode_response(
     if not isinstance(response, str) or not response.strip():
         raise UnscorableResponse(EMPTY_RESPONSE)
     texts = [response, *(m["content"] for m in messages if isinstance(m.get("content"), str))]
-    if max_length is not None and any(_longer_than(tokenizer, text, max_length) for text in texts):
+    if max_length is not None and any(longer_than(tokenizer, text, max_length) for text in texts):
         raise UnscorableResponse(TOO_LONG)
     input_ids, trained = _sft_tokens(tokenizer, messages, response, chat_template, assistant_only_loss)
     if not trained:
@@ -266,15 +266,15 @@ def encode_responses(
     return encoded, reasons
 
 
-def student_max_length(config) -> int:
-    """The student's context, from its model `config`: `max_position_embeddings` of its text config, which attribute
-    maps give for models that call it otherwise (GPT-2's `n_positions`). A model without one needs `max_length`."""
+def context_length(config, setting: str, model: str = "student") -> int:
+    """A model's context, from its `config`: `max_position_embeddings` of its text config, which attribute maps give
+    for models that call it otherwise (GPT-2's `n_positions`). A model without one needs `setting` set."""
     config = config.get_text_config()
     max_length = getattr(config, "max_position_embeddings", None)
     if not isinstance(max_length, int) or max_length < 2:
-        raise LearnabilityError(
-            f"The student's config ({type(config).__name__}) gives no context length (`max_position_embeddings`): "
-            "set `max_length` to the longest prompt + response the student can read."
+        raise ConfigError(
+            f"The {model}'s config ({type(config).__name__}) gives no context length (`max_position_embeddings`): "
+            f"set `{setting}` to the longest prompt + response the {model} can read."
         )
     return max_length
 
@@ -374,7 +374,7 @@ def learnability_scores(
         count_end_of_turn: Score the template's end of turn with the response (`True`: exactly SFT's tokens) or
             not (`False`: the |y| tokens of Eq. 1).
         max_length: Longest prompt + response scored, in tokens (defaults to the student's context,
-            `student_max_length(model.config)`); longer pairs get NaN before any forward pass.
+            `context_length(model.config, "max_length")`); longer pairs get NaN before any forward pass.
         assistant_only_loss: As the SFT stage's `SFTConfig.assistant_only_loss`.
         padding_free: Pack each batch into one row without padding (positions restarting per sequence) instead of
             left-padding it. Exact only for a model whose attention honours packed `position_ids` (transformers'
@@ -385,7 +385,7 @@ def learnability_scores(
     """
     from tqdm.auto import tqdm
 
-    max_length = max_length or student_max_length(model.config)
+    max_length = max_length or context_length(model.config, "max_length")
     encoded, reasons = encode_responses(
         tokenizer,
         messages,
@@ -468,7 +468,9 @@ def prepare_student(config: LearnabilityConfig, student: str) -> tuple:
 
     tokenizer = AutoTokenizer.from_pretrained(student)
     sft_chat_template(tokenizer, config.assistant_only_loss)
-    max_length = config.learnability_max_length or student_max_length(AutoConfig.from_pretrained(student))
+    max_length = config.learnability_max_length or context_length(
+        AutoConfig.from_pretrained(student), "learnability_max_length"
+    )
     return tokenizer, max_length
 
 

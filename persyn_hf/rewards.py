@@ -15,7 +15,7 @@ import numpy as np
 
 from persyn_hf.contracts import completion_messages
 from persyn_hf.errors import ConfigError, DataError
-from persyn_hf.learnability import length_buckets
+from persyn_hf.learnability import context_length, length_buckets, longer_than
 from persyn_hf.verify import CORRECT, INCORRECT, TIMEOUT, UNPARSEABLE_GOLD, check_answer
 
 if TYPE_CHECKING:
@@ -29,6 +29,22 @@ NORMALIZATIONS = ("minmax", "zscore")
 # Quality --------------------------------------------------------------------------------------------------------
 
 
+def encode_conversations(tokenizer, messages: list[list[dict]], responses: list[str], max_length: int) -> list:
+    """Each conversation (prompt `messages` + the assistant `response`) rendered with the reward model's own chat
+    template and tokenised as rendered (the template writes the special tokens, so none are added): its input ids,
+    or `None` when it is longer than `max_length` tokens (a long text is found so without tokenising it whole)."""
+    encoded = []
+    for prompt, response in zip(messages, responses, strict=True):
+        texts = [response, *(message.get("content") for message in prompt)]
+        if any(isinstance(text, str) and longer_than(tokenizer, text, max_length) for text in texts):
+            encoded.append(None)
+            continue
+        text = tokenizer.apply_chat_template([*prompt, *completion_messages(response)], tokenize=False)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        encoded.append(ids if len(ids) <= max_length else None)
+    return encoded
+
+
 def reward_model_quality(
     model,
     tokenizer,
@@ -37,30 +53,36 @@ def reward_model_quality(
     batch_size: int = 8,
     max_tokens_per_batch: int = 16384,
     show_progress: bool = True,
+    max_length: int | None = None,
 ) -> list[float]:
     """Quality as the logit of a reward model (`AutoModelForSequenceClassification`, `num_labels=1`).
 
-    Each conversation (prompt `messages` + the assistant `response`) is rendered with the reward model's own chat
-    template and scored in length-bucketed batches; the model pools its last non-padding token.
+    Each conversation is encoded by `encode_conversations` and scored in length-bucketed batches; the model pools
+    its last non-padding token. A conversation longer than `max_length` tokens (defaults to the reward model's
+    context) gets NaN, counted in a warning, before any forward pass.
     """
     import torch
     from tqdm.auto import tqdm
 
     if tokenizer.pad_token_id is None:
         raise ConfigError("The reward model's tokenizer has no `pad_token`: set one (e.g. the eos token) to batch.")
-    texts = [
-        tokenizer.apply_chat_template([*m, *completion_messages(r)], tokenize=False)
-        for m, r in zip(messages, responses)
-    ]
-    encoded = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+    max_length = max_length or context_length(model.config, "reward_model_max_length", "reward model")
+    encoded = encode_conversations(tokenizer, messages, responses, max_length)
     scores = [math.nan] * len(encoded)
+    scored = [i for i, ids in enumerate(encoded) if ids is not None]
+    if len(scored) < len(encoded):
+        logger.warning(
+            f"reward model: {len(encoded) - len(scored)} of {len(encoded)} conversations are longer than "
+            f"{max_length} tokens (`reward_model_max_length`): no quality (NaN)."
+        )
     model.eval()
-    batches = length_buckets([len(ids) for ids in encoded], batch_size, max_tokens_per_batch)
+    batches = length_buckets([len(encoded[i]) for i in scored], batch_size, max_tokens_per_batch)
     for batch in tqdm(batches, desc="Quality (reward model)", disable=not show_progress):
-        padded = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, padding=True, return_tensors="pt")
+        rows = [scored[j] for j in batch]
+        padded = tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, padding=True, return_tensors="pt")
         with torch.inference_mode():
             logits = model(**padded.to(model.device)).logits[:, 0].float().cpu()
-        for i, value in zip(batch, logits.tolist()):
+        for i, value in zip(rows, logits.tolist()):
             scores[i] = value
     return scores
 
@@ -112,6 +134,7 @@ def _reward_model_scorer(rows: Dataset, config, device="cpu", show_progress=True
         config.batch_size,
         config.max_tokens_per_batch,
         show_progress,
+        config.reward_model_max_length,
     )
 
 

@@ -83,6 +83,9 @@ class ScoringConfig:
             Path or Hub id of an `AutoModelForSequenceClassification` reward model, for `reward_model`.
         quality_column (`str` or `None`, *optional*, defaults to `None`):
             Column of the generations that already holds the quality, for `precomputed`.
+        reward_model_max_length (`int` or `None`, *optional*, defaults to `None`):
+            Longest conversation the reward model scores, in tokens; a longer one gets no quality (NaN, counted).
+            Defaults to the reward model's context (`max_position_embeddings` of its config).
         math_verify_timeout_s (`float`, *optional*, defaults to `5.0`):
             Time limit of one math-verify check, for `math_verify`; a check that overruns counts as not correct.
         alpha (`float`, *optional*, defaults to `0.4`):
@@ -107,6 +110,9 @@ class ScoringConfig:
     quality_column: str | None = field(
         default=None, metadata={"help": "Generations column holding the quality (quality_scorer=precomputed)."}
     )
+    reward_model_max_length: int | None = field(
+        default=None, metadata={"help": "Longest conversation the reward model scores (default: its context)."}
+    )
     math_verify_timeout_s: float = field(
         default=5.0, metadata={"help": "Time limit of one math-verify check; overrunning counts as not correct."}
     )
@@ -127,6 +133,8 @@ class ScoringConfig:
         check_choice("normalization", self.normalization, NORMALIZATIONS)
         check_choice("dtype", self.dtype, DTYPES)
         check_positive(self, "batch_size", "max_tokens_per_batch")
+        if self.reward_model_max_length is not None:
+            check_positive(self, "reward_model_max_length")
         if self.quality_scorer == "reward_model" and not self.reward_model:
             raise ConfigError("`quality_scorer: reward_model` needs `reward_model` (a path or Hub id).")
         if self.quality_scorer == "precomputed" and not self.quality_column:
@@ -184,11 +192,14 @@ def score_responses(
     kept in `cache` as they are computed."""
     prepare_student(learnability, student)
     responses = [rows["prompt_id"], rows["teacher"], rows["response"]]
+    quality_inputs = [
+        rows[column] for column in ("messages", "answer", scoring.quality_column) if column in rows.column_names
+    ]
     quality = cached(
         cache,
         "quality",
         [scoring.quality_scorer, model_fingerprint(scoring.reward_model), scoring.quality_column,
-         scoring.math_verify_timeout_s, *responses],
+         scoring.math_verify_timeout_s, scoring.reward_model_max_length, scoring.dtype, *responses, *quality_inputs],
         lambda: QUALITY_SCORERS[scoring.quality_scorer](rows, scoring, device=device, show_progress=show_progress),
     )  # fmt: skip
     learned = cached(

@@ -8,11 +8,12 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
+from persyn_hf.errors import ConfigError
 from persyn_hf.learnability import (
     LearnabilityError,
+    context_length,
     encode_response,
     learnability_scores,
-    student_max_length,
 )
 from persyn_hf.testing.fixtures import IM_END, build_tokenizer
 
@@ -143,7 +144,7 @@ def test_max_length_counts_prompt_and_response_exactly(student):
     fits = scores(model, tokenizer, [PROMPTS[1]], [RESPONSES[1]], max_length=length)
     over = scores(model, tokenizer, [PROMPTS[1]], [RESPONSES[1]], max_length=length - 1)
     assert math.isfinite(fits.scores[0]) and over.nan_reasons == ["too_long"]
-    assert student_max_length(model.config) == 512  # the default bound: the student's context
+    assert context_length(model.config, "max_length") == 512  # the default bound: the student's context
     long = scores(model, tokenizer, [PROMPTS[0]], [" 19" * 600])  # 1,200+ tokens on a 512-position student
     assert long.nan_reasons == ["too_long"]
 
@@ -180,7 +181,9 @@ def test_a_student_without_a_context_length_or_a_chat_template_is_refused(tiny_t
         "mamba", vocab_size=len(tiny_tokenizer), hidden_size=16, state_size=4, num_hidden_layers=1
     )
     mamba = AutoModelForCausalLM.from_config(config)
-    with pytest.raises(LearnabilityError, match=r"no context length .*set `max_length`"):
+    with pytest.raises(
+        ConfigError, match=r"student's config \(MambaConfig\) gives no context length .*set `max_length`"
+    ):
         scores(mamba, tiny_tokenizer, PROMPTS[:1], RESPONSES[:1])
     assert scores(mamba, tiny_tokenizer, PROMPTS[:1], RESPONSES[:1], max_length=256).nan_counts == {}
     bare = build_tokenizer()

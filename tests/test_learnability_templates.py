@@ -5,40 +5,14 @@ tokens; the real `SFTTrainer` prepares a prompt-completion dataset and its colla
 learnability scores must be those whose label is not -100, on the same input ids.
 """
 
-from pathlib import Path
-
 import pytest
-import trl
 from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
 from persyn_hf.learnability import LearnabilityError, encode_response, sft_chat_template
-from persyn_hf.testing.fixtures import build_causal_lm, build_tokenizer
+from persyn_hf.testing.fixtures import build_causal_lm
+from persyn_hf.testing.templates import TEMPLATES, template_tokenizer
 
-TEMPLATES_DIR = Path(trl.__file__).parent / "chat_templates"
-QWEN = {"eos": "<|im_end|>", "specials": ["<|im_start|>", "<|im_end|>", "<think>", "</think>"]}
-LLAMA3 = {
-    "eos": "<|eot_id|>",
-    "bos": "<|begin_of_text|>",
-    "specials": ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|eom_id|>", "<|python_tag|>"],
-}
-GEMMA = {"eos": "<eos>", "bos": "<bos>", "specials": ["<start_of_turn>", "<end_of_turn>"]}
-# template file -> the special tokens its model's tokenizer has
-TEMPLATES = {
-    "qwen2_5": QWEN,
-    "qwen3": QWEN,
-    "qwen3_5_think": QWEN,
-    "llama3_1": LLAMA3,
-    "llama3_2": LLAMA3,
-    "gemma": GEMMA,
-    "gemma3": GEMMA,
-    "deepseek_r1_distill": {
-        "eos": "<｜end▁of▁sentence｜>",
-        "bos": "<｜begin▁of▁sentence｜>",
-        "specials": ["<｜User｜>", "<｜Assistant｜>", "<think>", "</think>"],
-    },
-    "phi3": {"eos": "<|endoftext|>", "specials": ["<|user|>", "<|assistant|>", "<|system|>", "<|end|>"]},
-}
 # What each template writes after the response text: what `count_end_of_turn=False` leaves out.
 END_OF_TURN = {
     "qwen2_5": "<|im_end|>\n",
@@ -64,18 +38,6 @@ EXAMPLES = [
     (MULTI_TURN, "345 - 129 = 216."),
     (MULTI_TURN, "<think>Let us think step by step.</think>216"),  # no newlines around the reasoning
 ]
-
-
-def template_tokenizer(name: str):
-    """The fixture BPE tokenizer with the template `name` and the special tokens of its model."""
-    tokens = TEMPLATES[name]
-    tokenizer = build_tokenizer()
-    tokenizer.add_special_tokens({"additional_special_tokens": [*tokens["specials"], tokens["eos"]]})
-    tokenizer.eos_token = tokens["eos"]
-    if "bos" in tokens:
-        tokenizer.add_special_tokens({"bos_token": tokens["bos"]})
-    tokenizer.chat_template = (TEMPLATES_DIR / f"{name}.jinja").read_text()
-    return tokenizer
 
 
 def sft_batch(tokenizer, assistant_only_loss: bool, tmp_path) -> dict:

@@ -1,13 +1,15 @@
 import math
 import threading
+import time
 
 import pytest
 import torch
 from datasets import Dataset
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-from persyn_hf.rewards import QUALITY_SCORERS
+from persyn_hf.rewards import QUALITY_SCORERS, encode_conversations, reward_model_quality
 from persyn_hf.score import ScoringConfig
+from persyn_hf.testing.templates import template_tokenizer
 from persyn_hf.verify import check_answer, verify_answer
 
 # sympy evaluates this exactly, in C, for longer than anyone would wait: only killing the process stops it.
@@ -54,23 +56,28 @@ def test_verify_answer_from_worker_threads():
     assert results == {0: True, 1: True, 2: True, "slow": False}
 
 
-@pytest.fixture(scope="module")
-def tiny_reward_model_path(tmp_path_factory, tiny_tokenizer):
-    """A tiny Qwen2 sequence-classification reward model (num_labels=1) on the fixture tokenizer."""
+def tiny_reward_model(tokenizer, max_position_embeddings: int = 32768):
+    """A tiny Qwen2 sequence-classification reward model (num_labels=1) on `tokenizer`."""
     config = AutoConfig.for_model(
         "qwen2",
-        vocab_size=len(tiny_tokenizer),
+        vocab_size=len(tokenizer),
         hidden_size=32,
         num_hidden_layers=1,
         num_attention_heads=2,
         num_key_value_heads=1,
         intermediate_size=64,
         num_labels=1,
-        pad_token_id=tiny_tokenizer.pad_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        max_position_embeddings=max_position_embeddings,
     )
     torch.manual_seed(0)
+    return AutoModelForSequenceClassification.from_config(config).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_reward_model_path(tmp_path_factory, tiny_tokenizer):
     path = tmp_path_factory.mktemp("tiny-reward-model")
-    AutoModelForSequenceClassification.from_config(config).save_pretrained(path)
+    tiny_reward_model(tiny_tokenizer).save_pretrained(path)
     tiny_tokenizer.save_pretrained(path)
     return str(path)
 
@@ -98,6 +105,43 @@ def test_reward_model_scores_are_its_logit_on_the_rendered_conversation(tiny_rew
         with torch.no_grad():
             assert score == pytest.approx(model(ids).logits[0, 0].item(), abs=1e-5)
     assert len(set(scores)) == 3
+
+
+# The templates of common reward models: Skywork-Reward-Llama-3.1, Skywork-Reward-V2-Qwen2.5/Qwen3, Skywork-Reward-Gemma-2
+@pytest.mark.parametrize("name", ["llama3_1", "qwen2_5", "qwen3", "gemma"])
+def test_reward_model_reads_each_conversation_as_its_template_writes_it(name):
+    tokenizer = template_tokenizer(name)
+    tokenizer.pad_token = "<|pad|>"
+    model = tiny_reward_model(tokenizer)
+    messages, responses = ROWS["messages"], ROWS["response"]
+    encoded = encode_conversations(tokenizer, messages, responses, max_length=512)
+    for ids, prompt, response in zip(encoded, messages, responses):
+        rendered = tokenizer.apply_chat_template([*prompt, {"role": "assistant", "content": response}], tokenize=False)
+        assert tokenizer.decode(ids) == rendered
+        if tokenizer.bos_token_id is not None:  # the template writes the BOS token; the tokenizer adds no second
+            assert ids.count(tokenizer.bos_token_id) == 1 and ids[0] == tokenizer.bos_token_id
+    scores = reward_model_quality(model, tokenizer, messages, responses, batch_size=3, show_progress=False)
+    with torch.no_grad():
+        alone = [model(torch.tensor([ids])).logits[0, 0].item() for ids in encoded]
+    assert scores == pytest.approx(alone, abs=1e-5)
+
+
+def test_a_conversation_longer_than_the_reward_models_context_gets_nan(tiny_tokenizer, caplog):
+    model = tiny_reward_model(tiny_tokenizer, max_position_embeddings=64)
+    fits = len(encode_conversations(tiny_tokenizer, ROWS["messages"][:1], ROWS["response"][:1], 64)[0])
+    megabyte = "The answer is 19. " * 60_000
+    messages = [*ROWS["messages"], [{"role": "user", "content": megabyte}]]
+    responses = [*ROWS["response"][:2], " 19" * 40, "19"]  # 40 more tokens than the first: over 64
+    start = time.perf_counter()
+    with caplog.at_level("WARNING", logger="persyn_hf"):
+        scores = reward_model_quality(model, tiny_tokenizer, messages, responses, show_progress=False)
+    assert time.perf_counter() - start < 30  # generous: the megabyte prompt is refused from its first 256 characters
+    assert fits <= 64 and all(math.isfinite(score) for score in scores[:2]) and math.isnan(scores[2] + scores[3])
+    assert "reward model: 2 of 4 conversations are longer than 64 tokens (`reward_model_max_length`)" in caplog.text
+    bounded = reward_model_quality(model, tiny_tokenizer, messages[:1], responses[:1], max_length=fits - 1)
+    assert math.isnan(bounded[0])
+    with pytest.raises(ValueError, match="`reward_model_max_length` must be at least 1, got 0"):
+        ScoringConfig(reward_model="rm", reward_model_max_length=0)
 
 
 def test_math_verify_and_precomputed_scorers(caplog):

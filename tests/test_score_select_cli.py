@@ -176,6 +176,12 @@ def test_scores_are_kept_so_another_alpha_only_remixes_them(store, tiny_qwen2_pa
     with caplog.at_level("INFO", logger="persyn_hf"):
         cli(["score", *score_argv(store, tiny_qwen2_path, alpha=1.0, scores_repo_id="local/scores-alpha-1")])
     assert "Reusing the quality scores" in caplog.text and "Reusing the learnability scores" in caplog.text
+    store.save_dataset("local/prompts", Dataset.from_dict(dict(PROMPTS, answer=["19", "216", "5"])))
+    caplog.clear()
+    with caplog.at_level("INFO", logger="persyn_hf"):  # a corrected gold answer: quality again, learnability kept
+        cli(["score", *score_argv(store, tiny_qwen2_path, scores_repo_id="local/scores-new-gold")])
+    assert "Reusing the quality scores" not in caplog.text and "Reusing the learnability scores" in caplog.text
+    assert store.load_dataset("local/scores-new-gold")["quality"] == [1.0, 1.0, 1.0, 1.0, 0.0, 0.0]
     first, again = store.load_dataset("local/scores"), store.load_dataset("local/scores-alpha-1")
     assert again["learnability"] == first["learnability"] and again["quality"] == first["quality"]
     # α = 1: the reward is learnability alone, min-max normalised across the two teachers of each prompt
