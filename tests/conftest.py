@@ -9,7 +9,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import pytest  # noqa: E402
 
-from persyn_hf.testing.fixtures import build_causal_lm, build_tokenizer  # noqa: E402
+from persyn_hf.testing.fixtures import build_causal_lm, build_reward_model, build_tokenizer  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -31,4 +31,12 @@ def tiny_llama_path(tmp_path_factory, tiny_tokenizer):
     """Folder of a tiny Llama causal LM (weights + tokenizer), loadable with `from_pretrained`."""
     path = tmp_path_factory.mktemp("tiny-llama")
     build_causal_lm(tiny_tokenizer, arch="llama", seed=1, save_dir=path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_model_path(tmp_path_factory, tiny_tokenizer):
+    """Folder of a tiny Qwen2 reward model (weights + tokenizer), loadable with `from_pretrained`."""
+    path = tmp_path_factory.mktemp("tiny-reward-model")
+    build_reward_model(tiny_tokenizer, save_dir=path)
     return str(path)

@@ -5,10 +5,11 @@ import time
 import pytest
 import torch
 from datasets import Dataset
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from persyn_hf.rewards import QUALITY_SCORERS, encode_conversations, reward_model_quality
 from persyn_hf.score import ScoringConfig
+from persyn_hf.testing.fixtures import build_reward_model
 from persyn_hf.testing.templates import template_tokenizer
 from persyn_hf.verify import check_answer, verify_answer
 
@@ -56,32 +57,6 @@ def test_verify_answer_from_worker_threads():
     assert results == {0: True, 1: True, 2: True, "slow": False}
 
 
-def tiny_reward_model(tokenizer, max_position_embeddings: int = 32768):
-    """A tiny Qwen2 sequence-classification reward model (num_labels=1) on `tokenizer`."""
-    config = AutoConfig.for_model(
-        "qwen2",
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        intermediate_size=64,
-        num_labels=1,
-        pad_token_id=tokenizer.pad_token_id,
-        max_position_embeddings=max_position_embeddings,
-    )
-    torch.manual_seed(0)
-    return AutoModelForSequenceClassification.from_config(config).eval()
-
-
-@pytest.fixture(scope="module")
-def tiny_reward_model_path(tmp_path_factory, tiny_tokenizer):
-    path = tmp_path_factory.mktemp("tiny-reward-model")
-    tiny_reward_model(tiny_tokenizer).save_pretrained(path)
-    tiny_tokenizer.save_pretrained(path)
-    return str(path)
-
-
 ROWS = Dataset.from_dict(
     {
         "prompt_id": ["p0", "p0", "p1"],
@@ -112,7 +87,7 @@ def test_reward_model_scores_are_its_logit_on_the_rendered_conversation(tiny_rew
 def test_reward_model_reads_each_conversation_as_its_template_writes_it(name):
     tokenizer = template_tokenizer(name)
     tokenizer.pad_token = "<|pad|>"
-    model = tiny_reward_model(tokenizer)
+    model = build_reward_model(tokenizer)
     messages, responses = ROWS["messages"], ROWS["response"]
     encoded = encode_conversations(tokenizer, messages, responses, max_length=512)
     for ids, prompt, response in zip(encoded, messages, responses):
@@ -127,7 +102,7 @@ def test_reward_model_reads_each_conversation_as_its_template_writes_it(name):
 
 
 def test_a_conversation_longer_than_the_reward_models_context_gets_nan(tiny_tokenizer, caplog):
-    model = tiny_reward_model(tiny_tokenizer, max_position_embeddings=64)
+    model = build_reward_model(tiny_tokenizer, max_position_embeddings=64)
     fits = len(encode_conversations(tiny_tokenizer, ROWS["messages"][:1], ROWS["response"][:1], 64)[0])
     megabyte = "The answer is 19. " * 60_000
     messages = [*ROWS["messages"], [{"role": "user", "content": megabyte}]]

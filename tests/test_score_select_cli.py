@@ -139,17 +139,22 @@ def test_a_teacher_missing_for_some_prompts_gives_nan_not_a_crash(store, tiny_qw
 
 
 @pytest.mark.slow
-def test_score_under_accelerate_with_two_processes_matches_one(store, tiny_qwen2_path):
-    cli(["score", *score_argv(store, tiny_qwen2_path)])
+@pytest.mark.parametrize("quality_scorer", ["math_verify", "reward_model"])
+def test_score_under_accelerate_with_two_processes_matches_one(
+    store, tiny_qwen2_path, tiny_reward_model_path, quality_scorer
+):
+    options = {"quality_scorer": quality_scorer, "reward_model": tiny_reward_model_path}
+    cli(["score", *score_argv(store, tiny_qwen2_path, **options)])
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes=2", "--num_machines=1"]
     launch += ["--mixed_precision=no", "--dynamo_backend=no", "-m", "persyn_hf.scripts.score"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    argv = score_argv(store, tiny_qwen2_path, scores_repo_id="local/scores-2proc")
+    argv = score_argv(store, tiny_qwen2_path, scores_repo_id="local/scores-2proc", **options)
     result = subprocess.run(launch + argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     one, two = store.load_dataset("local/scores"), store.load_dataset("local/scores-2proc")
     assert two["prompt_id"] == one["prompt_id"] and two["teacher"] == one["teacher"]
-    assert two["quality"] == one["quality"]
+    assert two["quality"] == pytest.approx(one["quality"], abs=1e-5)
+    assert len(set(one["quality"])) == (2 if quality_scorer == "math_verify" else 6)  # correct/not, or six logits
     assert two["learnability"] == pytest.approx(one["learnability"], abs=1e-5)
     assert result.stdout.count("Wrote 6 scores") == 1  # written once, by the main process
 

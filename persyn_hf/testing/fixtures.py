@@ -1,4 +1,5 @@
-"""Small local models built from scratch: a BPE tokenizer with a chat template and tiny causal LMs.
+"""Small local models built from scratch: a BPE tokenizer with a chat template, tiny causal LMs and a tiny reward
+model.
 
 Nothing here downloads anything. The tests use these as real `transformers` models, and the demo
 world builds its teachers and student with the same functions.
@@ -11,7 +12,13 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+)
 
 PAD_TOKEN = "<|pad|>"
 IM_START = "<|im_start|>"
@@ -108,6 +115,33 @@ def build_causal_lm(
     model = AutoModelForCausalLM.from_config(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
+    if save_dir is not None:
+        model.save_pretrained(save_dir)
+        tokenizer.save_pretrained(save_dir)
+    return model
+
+
+def build_reward_model(
+    tokenizer: PreTrainedTokenizerFast,
+    max_position_embeddings: int = 32768,
+    seed: int = 0,
+    save_dir: str | Path | None = None,
+) -> PreTrainedModel:
+    """A randomly initialised tiny Qwen2 reward model (sequence classification, `num_labels=1`) on `tokenizer`."""
+    config = AutoConfig.for_model(
+        "qwen2",
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        intermediate_size=64,
+        num_labels=1,
+        pad_token_id=tokenizer.pad_token_id,
+        max_position_embeddings=max_position_embeddings,
+    )
+    torch.manual_seed(seed)
+    model = AutoModelForSequenceClassification.from_config(config).eval()
     if save_dir is not None:
         model.save_pretrained(save_dir)
         tokenizer.save_pretrained(save_dir)
