@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 from typing import TYPE_CHECKING
@@ -87,21 +86,24 @@ def router_rows(scores: Dataset, prompts: Dataset, teachers: list[str]) -> Datas
 def pairwise_export(rows: Dataset, teachers: list[str]) -> Dataset:
     """Explicit Bradley-Terry pairs from router rows: `prompt_id`, `teacher_a`, `teacher_b`, `label`.
 
-    For every prompt and every pair a < b (in `teachers` order) of teachers that both have a finite reward,
-    `label` is 1 if `b` has the higher reward, else 0. Ties are left out, as the router's training leaves them
-    out (`persyn_hf.router.reward_pairs`): they say nothing about which teacher is better.
+    Exactly the pairs the router trains on (`persyn_hf.router.reward_pairs`): for every prompt and every pair
+    a < b (in `teachers` order) of teachers that both have a finite reward, `label` is 1 if `b` has the higher
+    reward, else 0; ties are left out, as they say nothing about which teacher is better.
     """
+    import torch
+
+    from persyn_hf.router import reward_pairs
+
     validate(rows, "router_rows", required=("prompt_id", "teacher_rewards"))
-    pairs = {"prompt_id": [], "teacher_a": [], "teacher_b": [], "label": []}
-    for prompt_id, rewards in zip(rows["prompt_id"], rows["teacher_rewards"]):
-        rewarded = [i for i, value in enumerate(rewards) if not math.isnan(value)]
-        for a, b in itertools.combinations(rewarded, 2):
-            if rewards[a] == rewards[b]:
-                continue
-            pairs["prompt_id"].append(prompt_id)
-            pairs["teacher_a"].append(teachers[a])
-            pairs["teacher_b"].append(teachers[b])
-            pairs["label"].append(int(rewards[b] > rewards[a]))
+    rewards = torch.tensor(rows["teacher_rewards"], dtype=torch.float64).reshape(len(rows), len(teachers))
+    index, labels = reward_pairs(rewards)
+    prompt_ids = rows["prompt_id"]
+    pairs = {
+        "prompt_id": [prompt_ids[row] for row in index[:, 0].tolist()],
+        "teacher_a": [teachers[a] for a in index[:, 1].tolist()],
+        "teacher_b": [teachers[b] for b in index[:, 2].tolist()],
+        "label": [int(label) for label in labels.tolist()],
+    }
     return _dataset(pairs, "pairs", rows)
 
 

@@ -95,3 +95,16 @@ def test_pairwise_export_skips_missing_teachers():
     rows = Dataset.from_dict({"prompt_id": ["p"], "teacher_rewards": [[1.0, NAN, 0.5]]})
     pairs = pairwise_export(rows, ["a", "b", "c"])
     assert pairs.to_list() == [{"prompt_id": "p", "teacher_a": "a", "teacher_b": "c", "label": 0}]
+
+
+def test_pairwise_export_holds_exactly_the_pairs_the_router_trains_on():
+    from persyn_hf.router_trainer import count_pairs
+
+    # a tie, a difference below float32 precision (a tie to the router's loss too), a missing teacher
+    rewards = [[0.5, 0.5, 0.2], [0.1, 0.1 + 1e-12, 0.3], [NAN, 0.4, 0.9]]
+    rows = Dataset.from_dict({"prompt_id": ["p", "q", "r"], "teacher_rewards": rewards})
+    pairs = pairwise_export(rows, ["a", "b", "c"])
+    assert len(pairs) == count_pairs(rewards) == 5
+    assert list(zip(pairs["prompt_id"], pairs["teacher_a"], pairs["teacher_b"], pairs["label"])) == [
+        ("p", "a", "c", 0), ("p", "b", "c", 0), ("q", "a", "c", 1), ("q", "b", "c", 1), ("r", "b", "c", 1),
+    ]  # fmt: skip
