@@ -176,6 +176,12 @@ class Job:
     def num_samples(self) -> int:
         return len(self.seeds)
 
+    def request(self, index: int) -> str:
+        """What sample `index` answers: its messages, the gold answer it is checked against and its seed, hashed.
+        Stored with the sample, so a results store whose prompt ids now name other prompts is caught."""
+        payload = json.dumps([self.messages, self.answer, self.seeds[index]], sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
 
 def num_samples(spec: TeacherSpec, config: SynthesisConfig) -> int:
     """Samples per math prompt for `spec`: its own `samples`, else the paper's size / long-CoT rule."""
@@ -269,7 +275,7 @@ async def _generate(jobs, teachers, config, store) -> list[Failure]:
                         verifiers, verify_answer, job.answer, completion.text, config.math_verify_timeout_s
                     )
                 record = {"prompt_id": job.prompt_id, "teacher": spec.name, "sample_index": index,
-                          **vars(completion), "correct": correct}  # fmt: skip
+                          "request": job.request(index), **vars(completion), "correct": correct}  # fmt: skip
                 store.append(record)
             if config.stop_at_first_correct and record["correct"]:
                 return
@@ -281,6 +287,26 @@ async def _generate(jobs, teachers, config, store) -> list[Failure]:
     with ThreadPoolExecutor(config.verify_workers, thread_name_prefix="math-verify") as verifiers:
         async with TeacherPool(active, config, seed=config.seed) as pool:
             return await pool.run(pending, answer)
+
+
+def check_stored_requests(store: ResultStore, jobs: dict[str, list[Job]], directory: str) -> None:
+    """Refuse a results store whose samples answer other requests under the same keys: prompt ids reused for other
+    prompts or gold answers, or another `seed`. (A sample stored without its request is taken as it is.)"""
+    stale = [
+        (job.prompt_id, teacher)
+        for teacher, teacher_jobs in jobs.items()
+        for job in teacher_jobs
+        for index in range(job.num_samples)
+        if (record := store.get(job.prompt_id, teacher, index)) is not None
+        and record.get("request", job.request(index)) != job.request(index)
+    ]
+    if stale:
+        prompt_id, teacher = stale[0]
+        raise DataError(
+            f"{len(stale)} samples stored in results_dir {directory!r} answer other prompts, gold answers or `seed` "
+            f"than this run asks under the same ids (e.g. prompt {prompt_id!r}, teacher {teacher!r}): use another "
+            "`results_dir`, or delete that folder to generate again."
+        )
 
 
 def _stored(store: ResultStore, job: Job, teacher: str, config: SynthesisConfig) -> list[dict] | None:
@@ -364,6 +390,7 @@ def synthesize(
         tempfile.TemporaryDirectory(prefix="persyn-results-") as scratch,
         ResultStore(config.results_dir or scratch, teachers) as store,
     ):
+        check_stored_requests(store, jobs, config.results_dir)
         failures = run_coroutine(_generate(jobs, teachers, config, store))
         rows, costs = _rows_and_costs(jobs, teachers, config, store, prompt_ids)
     keys = ((spec.name, job.prompt_id) for spec in teachers for job in jobs[spec.name])

@@ -63,14 +63,16 @@ class RouteConfig:
 
 
 def prompt_texts(prompts: Dataset, prompt_column: str = "prompt") -> list[str]:
-    """The text the router reads for each prompt: `prompt_column`, or, for prompts given as `messages` only, the
-    last user message (as in the router's training rows, `persyn_hf.pairs.router_rows`)."""
+    """The text the router reads for each prompt: `prompt_column`, or, for prompts that also have `messages`, the
+    prompt as the router's training rows read it (`persyn_hf.contracts.prompt_text`: a blank `prompt` falls back to
+    the last user message)."""
     if "prompt_id" not in prompts.column_names:
         raise DataError(f"The prompts dataset has no `prompt_id` column (columns: {prompts.column_names}).")
-    if prompt_column in prompts.column_names:
+    if prompt_column == "prompt" and "messages" in prompts.column_names:
+        columns = [column for column in ("prompt_id", "prompt", "messages") if column in prompts.column_names]
+        texts = [prompt_text(row) for row in prompts.select_columns(columns).to_list()]
+    elif prompt_column in prompts.column_names:
         texts = prompts[prompt_column]
-    elif prompt_column == "prompt" and "messages" in prompts.column_names:
-        texts = [prompt_text(row) for row in prompts]
     else:
         raise DataError(
             f"The prompts dataset has no `{prompt_column}` column (columns: {prompts.column_names}): set "

@@ -79,6 +79,15 @@ def test_route_prompts_rejects_bad_prompts(router_and_tokenizer, prompts):
         route_prompts(router, tokenizer, prompts.select([]))
 
 
+def test_routing_reads_each_prompt_as_router_training_reads_it():
+    from persyn_hf.contracts import prompt_text
+    from persyn_hf.route import prompt_texts
+
+    chat = [{"role": "user", "content": "What is 2+2?"}]
+    rows = Dataset.from_dict({"prompt_id": ["a", "b", "c"], "prompt": ["hi", "", None], "messages": [chat] * 3})
+    assert prompt_texts(rows) == [prompt_text(row) for row in rows] == ["hi", "What is 2+2?", "What is 2+2?"]
+
+
 def write_inputs(root, router, tokenizer, prompts) -> str:
     """A local store with a router and prompts, and a `persyn-hf route` YAML config reading them."""
     store = ArtifactStore(root / "store")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import datasets
@@ -18,6 +19,7 @@ import yaml
 from datasets import Dataset
 
 from persyn_hf import cli
+from persyn_hf.errors import DataError
 from persyn_hf.generate import GenerateArguments, SynthesisConfig, SynthesisError, run, synthesize
 from persyn_hf.scripts import generate as generate_script
 from persyn_hf.scripts.parser import parse_args
@@ -219,8 +221,42 @@ def test_a_rerun_generates_only_what_is_missing(tmp_path):
     assert report.generations == 10
 
     changed = remote("t", "http://127.0.0.1:9", generation={"temperature": 0.7})
-    with pytest.raises(ValueError, match=r"Teachers \['t'\] changed `model_id` or `generation`"):
+    with pytest.raises(ValueError, match=r"Teachers \['t'\] changed `model_id`, `model_path` or `generation`"):
         synthesize(prompts, [changed], config)
+
+
+@pytest.mark.parametrize(
+    ("change", "column"),
+    [({"prompt": ["other question"]}, None), ({"answer": ["8"]}, None), ({}, "seed")],
+    ids=["prompt", "gold answer", "seed"],
+)
+def test_a_store_whose_ids_now_name_other_requests_is_refused(tmp_path, change, column):
+    prompts = Dataset.from_dict({"prompt_id": ["p0"], "prompt": ["What is 3+4?"], "answer": ["7"]})
+    config = SynthesisConfig(results_dir=str(tmp_path), samples_small=1, **QUIET)
+    with TeacherServer(respond=lambda _: "The answer is 7.") as server:
+        teachers = [remote("t", server.url)]
+        synthesize(prompts, teachers, config)
+        stored = (tmp_path / RESULTS_FILE).read_bytes()
+        changed = Dataset.from_dict({**prompts.to_dict(), **change})
+        again = SynthesisConfig(results_dir=str(tmp_path), samples_small=1, **QUIET, **({"seed": 7} if column else {}))
+        with pytest.raises(
+            DataError,
+            match=r"1 samples stored in results_dir .* answer other prompts, gold answers or "
+            r"`seed` .* \(e.g. prompt 'p0', teacher 't'\): use another `results_dir`",
+        ):
+            synthesize(changed, teachers, again)
+        assert server.stats["completions"] == 1  # nothing generated the second time
+    assert (tmp_path / RESULTS_FILE).read_bytes() == stored
+
+
+def test_a_local_teacher_with_other_weights_is_refused(tmp_path, tiny_qwen2_path, tiny_llama_path):
+    prompts = Dataset.from_dict({"prompt_id": [1], "prompt": ["q"]})
+    config = SynthesisConfig(results_dir=str(tmp_path), **QUIET)
+    spec = TeacherSpec(name="t", model_id="org/t", family="F", size_b=1, model_path=tiny_qwen2_path,
+                       generation={"max_new_tokens": 2})  # fmt: skip
+    synthesize(prompts, [spec], config)
+    with pytest.raises(ValueError, match=r"Teachers \['t'\] changed `model_id`, `model_path` or `generation`"):
+        synthesize(prompts, [replace(spec, model_path=tiny_llama_path)], config)
 
 
 def test_one_store_has_one_writer(tmp_path):

@@ -6,8 +6,9 @@ Layout of a results directory:
   arrives: at once, or inside an event loop at the end of the loop iteration it arrived in, before any further
   answer is read, with one system call for all the records of that iteration. A record torn by a killed process
   is cut off when the store reopens; nothing else is lost.
-- `manifest.json`: each teacher's fingerprint (`model_id` and generation parameters). Reopening the store
-  with a teacher whose fingerprint changed is an error: its stored samples answer different settings.
+- `manifest.json`: each teacher's fingerprint (`model_id`, a local teacher's `model_path`, and generation
+  parameters). Reopening the store with a teacher whose fingerprint changed is an error: its stored samples answer
+  different settings. Each record also holds a hash of the request it answers (see `generate.Job.request`).
 - `.lock`: held while a run writes, so two runs never write one store.
 """
 
@@ -30,8 +31,10 @@ LOCK_FILE = ".lock"
 
 
 def teacher_fingerprint(spec: TeacherSpec) -> str:
-    """What a stored sample depends on: the model and its generation parameters."""
-    payload = json.dumps({"model_id": spec.model_id, "generation": spec.generation}, sort_keys=True)
+    """What a stored sample depends on: the model (for a `local` teacher, its weights' folder too) and its generation
+    parameters."""
+    model = {"model_id": spec.model_id, **({"model_path": spec.model_path} if spec.backend == "local" else {})}
+    payload = json.dumps({**model, "generation": spec.generation}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -97,8 +100,8 @@ class ResultStore:
         ]
         if changed:
             raise ValueError(
-                f"Teachers {changed} changed `model_id` or `generation` since their samples were stored in "
-                f"{str(self.directory)!r}; use a new `results_dir`, or delete that directory to regenerate."
+                f"Teachers {changed} changed `model_id`, `model_path` or `generation` since their samples were stored "
+                f"in {str(self.directory)!r}; use a new `results_dir`, or delete that directory to regenerate."
             )
         manifest.update({spec.name: teacher_fingerprint(spec) for spec in self.teachers})
         fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{MANIFEST_FILE}-")
