@@ -123,5 +123,9 @@ def test_every_artifact_has_its_card(demo):
         data = load_dataset(str(store / "personalized"), strategy, split="train")
         assert set(data["strategy"]) == {strategy}
         card = ModelCard.load(store / f"student-{strategy}-seed42" / "README.md")
-        assert strategy in card.text
+        assert f"with the `{strategy}` strategy" in card.text
+        router = f"demo/router-{strategy}" if strategy.startswith("persyn") else "none"
+        assert f"| Router | {router}" in card.text or f"| Router | [{router}]" in card.text
+        if router != "none":
+            assert (store / f"router-{strategy}" / "config.json").is_file()  # the card names a router that exists
     assert "hit" in ModelCard.load(store / "router-persyn" / "README.md").text.lower()

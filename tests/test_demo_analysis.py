@@ -21,14 +21,15 @@ NAN = math.nan
 def test_seed_summary_keeps_every_seed():
     summary = seed_summary([0.5, 0.7, 0.6])
     assert summary["mean"] == pytest.approx(0.6)
-    assert summary["std"] == pytest.approx(math.sqrt(((0.1) ** 2 + (0.1) ** 2) / 3))
+    assert summary["std"] == pytest.approx(math.sqrt(((0.1) ** 2 + (0.1) ** 2) / 2))  # the sample std
+    assert seed_summary([0.5])["std"] == 0.0
     assert summary["seeds"] == [0.5, 0.7, 0.6]
 
 
-def test_paired_difference_averages_seeds_per_problem_then_resamples_problems():
+def test_paired_difference_resamples_seeds_and_problems():
     ours = [{"a": True, "b": True, "c": False, "d": True}, {"a": True, "b": False, "c": False, "d": True}]
     theirs = [{"a": False, "b": True, "c": False, "d": False}, {"a": False, "b": True, "c": False, "d": True}]
-    # per problem (mean over seeds): ours (1, .5, 0, 1), theirs (0, 1, 0, .5): gaps (1, -.5, 0, .5), mean .25
+    # gaps per seed: (1, 0, 0, 1) and (1, -1, 0, 0); mean .25
     result = paired_difference(ours, theirs, num_resamples=4000, seed=1)
     assert result["difference"] == pytest.approx(0.25)
     assert result["num_problems"] == 4
@@ -36,6 +37,10 @@ def test_paired_difference_averages_seeds_per_problem_then_resamples_problems():
     assert -0.5 <= low < 0.25 < high <= 1.0  # every resampled mean lies within the gaps' range
     same = paired_difference(ours, ours)
     assert same["difference"] == 0.0 and same["ci95"] == [0.0, 0.0]
+    # one problem, right on one seed only: averaged over seeds it would be a fixed 0.5; drawing the seeds gives
+    # 0 (seed 1 twice), 0.5 or 1 (seed 0 twice)
+    one_problem = paired_difference([{"a": True}, {"a": False}], [{"a": False}] * 2, num_resamples=4000)
+    assert one_problem["difference"] == 0.5 and one_problem["ci95"] == [0.0, 1.0]
 
 
 def test_hit_rows_count_strictly_higher_rewards_only():

@@ -1,8 +1,9 @@
 """The statistics and figures of the demo's report: seeds, paired comparisons, router baselines, charts.
 
-- `seed_summary`: mean ± standard deviation of a strategy's held-out accuracy over student seeds, every seed kept;
+- `seed_summary`: mean ± sample standard deviation of a strategy's held-out accuracy over student seeds, every
+  seed kept;
 - `paired_difference`: accuracy of one strategy minus another's on the same problems and seeds, with a bootstrap
-  confidence interval over problems;
+  confidence interval over seeds and problems;
 - `router_baselines`: the Hit@k a router must beat: chance (a random teacher) and the majority class (always the
   teacher most often best on the router's training prompts);
 - `rank_correlation`: Spearman's correlation, e.g. of the Eq. 2 reward with what the student gains;
@@ -17,25 +18,29 @@ import numpy as np
 
 
 def seed_summary(accuracies: list[float]) -> dict:
-    """`{"mean", "std", "seeds"}` of accuracies over seeds (population std; 0 for one seed)."""
+    """`{"mean", "std", "seeds"}` of accuracies over seeds (sample std, n - 1 in the divisor; 0 for one seed)."""
     values = np.asarray(accuracies, dtype=np.float64)
-    return {"mean": float(values.mean()), "std": float(values.std()), "seeds": [float(v) for v in values]}
+    std = values.std(ddof=1) if len(values) > 1 else 0.0
+    return {"mean": float(values.mean()), "std": float(std), "seeds": [float(v) for v in values]}
 
 
 def paired_difference(
     ours: list[dict[str, bool]], theirs: list[dict[str, bool]], num_resamples: int = 2000, seed: int = 0
 ) -> dict:
-    """Accuracy of `ours` minus `theirs`, paired by seed and problem, with a 95% bootstrap CI over problems.
+    """Accuracy of `ours` minus `theirs`, paired by seed and problem, with a 95% bootstrap CI over seeds and problems.
 
-    Each argument holds one `{prompt_id: correct}` per seed, seeds in the same order. A problem's score is its mean
-    correctness over the seeds; the problems are resampled with replacement `num_resamples` times.
+    Each argument holds one `{prompt_id: correct}` per seed, seeds in the same order. Each of `num_resamples` draws
+    resamples the seeds and the problems with replacement (so the interval holds the seed-to-seed variation as well
+    as the problems') and takes the mean gap over the drawn seeds and problems.
     """
     problems = sorted(ours[0])
-    a = np.array([[run[p] for p in problems] for run in ours], dtype=np.float64).mean(axis=0)
-    b = np.array([[run[p] for p in problems] for run in theirs], dtype=np.float64).mean(axis=0)
-    gaps = a - b
-    draws = np.random.default_rng(seed).integers(len(problems), size=(num_resamples, len(problems)))
-    means = gaps[draws].mean(axis=1)
+    a = np.array([[run[p] for p in problems] for run in ours], dtype=np.float64)
+    b = np.array([[run[p] for p in problems] for run in theirs], dtype=np.float64)
+    gaps = a - b  # [seeds, problems]
+    rng = np.random.default_rng(seed)
+    seeds = rng.integers(len(gaps), size=(num_resamples, len(gaps), 1))
+    drawn = rng.integers(len(problems), size=(num_resamples, 1, len(problems)))
+    means = gaps[seeds, drawn].mean(axis=(1, 2))
     low, high = np.percentile(means, [2.5, 97.5])
     return {"difference": float(gaps.mean()), "ci95": [float(low), float(high)], "num_problems": len(problems)}
 

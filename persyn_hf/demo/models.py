@@ -64,7 +64,8 @@ TEACHER_RECIPES = {
 STUDENT_RECIPE = LMRecipe(steps=800, seed=7)
 
 
-def _fingerprint(*parts) -> str:
+def fingerprint(*parts) -> str:
+    """A short stable hash of JSON-able `parts`: the name of what was built from them."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -88,7 +89,7 @@ def world_tokenizer(cache_dir: str | Path, seed: int = 0) -> str:
     corpus = ["user", "assistant"] + [p.prompt for p in problems]
     corpus += [respond(p, recipe.voice) for p in problems for recipe in TEACHER_RECIPES.values()]
     corpus += [f"{question} {answer}" for question, answer in student_corpus(400, seed)]
-    path = Path(cache_dir) / f"tokenizer-{_fingerprint(corpus)}"
+    path = Path(cache_dir) / f"tokenizer-{fingerprint(corpus)}"
     return _cached(path, lambda out: build_tokenizer(corpus, vocab_size=400, save_dir=out))
 
 
@@ -150,7 +151,7 @@ def _lm(tokenizer, recipe: LMRecipe):
 
 def train_teacher(tokenizer_path: str, recipe: LMRecipe, cache_dir: str | Path, num_examples: int = 3000) -> str:
     """A teacher trained on `num_examples` problems answered in `recipe.voice`; returns its folder."""
-    path = Path(cache_dir) / f"teacher-{_fingerprint(asdict(recipe), num_examples, tokenizer_path)}"
+    path = Path(cache_dir) / f"teacher-{fingerprint(asdict(recipe), num_examples, tokenizer_path)}"
 
     def build(out: Path) -> None:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
@@ -164,7 +165,7 @@ def train_teacher(tokenizer_path: str, recipe: LMRecipe, cache_dir: str | Path, 
 
 def pretrain_student(tokenizer_path: str, recipe: LMRecipe, cache_dir: str | Path, num_exercises: int = 6000) -> str:
     """The student, lightly pretrained on its corpus (`world.student_corpus`); returns its folder."""
-    path = Path(cache_dir) / f"student-{_fingerprint(asdict(recipe), num_exercises, tokenizer_path)}"
+    path = Path(cache_dir) / f"student-{fingerprint(asdict(recipe), num_exercises, tokenizer_path)}"
 
     def build(out: Path) -> None:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)

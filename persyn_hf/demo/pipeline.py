@@ -34,8 +34,10 @@ import yaml
 from persyn_hf.cost import generate_then_select, paradigm_costs, route_then_generate
 from persyn_hf.demo import analysis
 from persyn_hf.errors import ConfigError
+from persyn_hf.route import allocation
 from persyn_hf.scripts import VERBS
 from persyn_hf.scripts.parser import load_recipe
+from persyn_hf.select import mean_per_teacher
 from persyn_hf.store import ArtifactStore, check_writable
 from persyn_hf.teachers import load_teachers
 
@@ -70,8 +72,8 @@ class DemoArguments:
         full (`bool`): Also the α sweep, the router's data-size curve and the reward-against-gain analysis.
         alphas (`list[float]`): The α values of the sweep (`full`).
         subset_fractions (`list[float]`): Shares of X_sub's training prompts for the data-size curve (`full`).
-        teachers (`str`, *optional*): Teachers YAML (default: the demo world's); relative `model_path`s are
-            resolved against `cache_dir`.
+        teachers (`str`, *optional*): Teachers YAML (default: the demo world's); each teacher's `model_path` is the
+            model the demo trains from its recipe (`persyn_hf.demo.models.TEACHER_RECIPES`).
         seed (`int`): Seed of the world (problems, sampling, training); student seeds are `seed`, `seed + 1`, ...
         quick (`bool`): A quick run that only shows the plumbing works: world models of `QUICK_STEPS` steps, a few
             SFT and router steps (for the tests).
@@ -125,6 +127,7 @@ class Distilled:
     strategy: str
     assignments: object
     generations: int
+    routed: bool = False  # assigned by a router trained on the scores (`demo/router-<strategy>`)
     verdicts: list[dict[str, bool]] = field(default_factory=list)  # one {prompt_id: correct} per seed
 
     def accuracies(self) -> list[float]:
@@ -144,6 +147,7 @@ class Demo:
         self.names = [spec.name for spec in self.specs]
         self.timings: dict[str, float] = {}
         self.teachers_file = self.student = ""
+        self.results_dir: Path | None = None  # the teachers' answers of this world (`build_world`)
         self.router_summary: dict = {}  # what training the PerSyn router reported: metrics, training prompts
 
     def stage(self, verb: str, recipe: str, *positional: str, **overrides):
@@ -168,6 +172,7 @@ class Demo:
         from persyn_hf.demo.models import (
             STUDENT_RECIPE,
             TEACHER_RECIPES,
+            fingerprint,
             pretrain_student,
             train_teacher,
             world_tokenizer,
@@ -186,6 +191,8 @@ class Demo:
             path = train_teacher(tokenizer, self._scaled(TEACHER_RECIPES[spec.name]), cache / "teachers")
             resolved.append({**dataclasses.asdict(spec), "model_path": path})
         self.student = pretrain_student(tokenizer, self._scaled(STUDENT_RECIPE), cache / "student")
+        # the teachers' answers are kept per world, so a run of another world never meets this one's
+        self.results_dir = self.out / f"generation-results-{fingerprint(args.seed, resolved)}"
         self.out.mkdir(parents=True, exist_ok=True)
         self.teachers_file = str(self.out / "teachers.yaml")
         Path(self.teachers_file).write_text(yaml.safe_dump({"teachers": resolved}, sort_keys=False))
@@ -194,7 +201,8 @@ class Demo:
         self.store.save_dataset("demo/prompts", train)
         subset = train.shuffle(seed=args.seed).select(range(args.router_prompts))
         self.store.save_dataset("demo/prompts", subset, config_name="router")
-        test = problems_dataset(make_problems(args.test_prompts, args.seed, split="test"))
+        held_out = make_problems(args.test_prompts, args.seed, split="test", exclude=set(train["prompt"]))
+        test = problems_dataset(held_out)
         self.store.save_dataset("demo/prompts", test, config_name="heldout", split="test")
 
     def _scaled(self, recipe):
@@ -211,7 +219,7 @@ class Demo:
             "generate",
             f"generate/{recipe}",
             teachers=self.teachers_file,
-            results_dir=self.out / "generation-results",
+            results_dir=self.results_dir,
             **overrides,
         )
 
@@ -232,7 +240,7 @@ class Demo:
 
     def route_then_generate(self, name: str, alpha: float) -> Distilled:
         """Score X_sub with reward mix `alpha`, train a router on it, route X, and generate the routed answers."""
-        scores = f"demo/scores-router-alpha-{alpha:g}"
+        scores = subset_scores(alpha)
         self.timed(f"score_router_subset_{name}", self.score, "config_router_subset.yaml", scores, alpha)
         trained = self.timed(f"train_router_{name}", self.train_router, name, scores)
         if name == "persyn":
@@ -253,7 +261,7 @@ class Demo:
             generations_config=f"routed-{name}",
         )
         needed = route_then_generate(self.args.num_prompts, len(self.names), self.args.router_prompts)
-        return Distilled(name, routed.artifact, needed)
+        return Distilled(name, routed.artifact, needed, routed=True)
 
     def select(self, strategy: str, name: str | None = None, **overrides) -> Distilled:
         """Assign X with a strategy that needs no router."""
@@ -282,6 +290,7 @@ class Demo:
             assignments_repo_id=f"demo/assignments-{outcome.strategy}",
             generations_config=generations_config,
         )
+        routed = {"router_repo_id": f"demo/router-{outcome.strategy}"} if outcome.routed else {}
         for seed in range(self.args.seed, self.args.seed + self.args.seeds):
             student = f"demo/student-{outcome.strategy}-seed{seed}"
             self.stage(
@@ -292,6 +301,7 @@ class Demo:
                 student_repo_id=student,
                 output_dir=self.out / "sft" / outcome.strategy,
                 seed=seed,
+                **routed,
                 **self._quick_training(),
             )
             evaluated = self.stage(
@@ -312,7 +322,7 @@ class Demo:
         self.timed("score_parallel", self.score, "config_parallel.yaml", "demo/scores-parallel", ROUTED["persyn"])
         for strategy in ("oracle", "strong", "mix", "family_strong"):
             outcomes[strategy] = self.select(strategy)
-        outcomes["car"] = self.select("car", scores_repo_id="demo/scores-router-alpha-0.4")
+        outcomes["car"] = self.select("car", scores_repo_id=subset_scores(ROUTED["persyn"]))
         for name in STRATEGIES:
             config = f"routed-{name}" if name in ROUTED else "parallel"
             self.timed(f"distill_{name}", self.distill, outcomes[name], config)
@@ -338,7 +348,10 @@ class Demo:
                 "accuracy": analysis.seed_summary(outcome.accuracies()),
                 "accuracy_by_kind": by_kind(outcome.verdicts, kinds),
                 "generations": outcome.generations,
-                "allocation": allocation(outcome.assignments, self.names),
+                "assigned": allocation(outcome.assignments, self.names),
+                "allocation": {
+                    t: n / len(outcome.assignments) for t, n in allocation(outcome.assignments, self.names).items()
+                },
             }
             for outcome in outcomes
         ]
@@ -369,7 +382,7 @@ class Demo:
         from persyn_hf.train_router import split_rows
 
         recipe = yaml.safe_load((Path(self.args.recipes_dir) / "router/config_demo.yaml").read_text())
-        scores = self.store.load_dataset(f"demo/scores-router-alpha-{ROUTED['persyn']:g}")
+        scores = self.store.load_dataset(subset_scores(ROUTED["persyn"]))
         rows = router_rows(scores, self.store.load_dataset("demo/prompts", "router"), self.names)
         train, held_out = split_rows(rows, recipe["eval_size"], recipe["seed"])
         baselines = analysis.router_baselines(
@@ -394,7 +407,7 @@ class Demo:
     def data_size_curve(self) -> list[dict]:
         """The router's Hit@1 and Hit@3 on the same held-out subset prompts when trained on a share of the others
         (paper Fig. 5)."""
-        scores = f"demo/scores-router-alpha-{ROUTED['persyn']:g}"
+        scores = subset_scores(ROUTED["persyn"])
         curve = []
         for fraction in self.args.subset_fractions:
             train_prompts = max(1, round(fraction * self.router_summary["num_train_prompts"]))
@@ -420,7 +433,7 @@ class Demo:
         kinds = self.heldout_kinds()
         base_by_kind = by_kind([base], kinds)
         rewards = mean_reward_by_teacher_and_kind(
-            self.store.load_dataset("demo/scores-parallel"), self.store.load_dataset("demo/prompts")
+            self.store.load_dataset("demo/scores-parallel"), self.store.load_dataset("demo/prompts"), self.names
         )
         points = []
         for teacher in self.names:
@@ -440,6 +453,11 @@ class Demo:
         return points
 
 
+def subset_scores(alpha: float) -> str:
+    """The repo id of X_sub's scores with reward mix `alpha`, which a router is trained on."""
+    return f"demo/scores-router-alpha-{alpha:g}"
+
+
 def by_kind(verdicts: list[dict[str, bool]], kinds: dict[str, str]) -> dict[str, float]:
     """Mean accuracy over seeds per kind of problem (`{"all": ...}` when the problems have no kind)."""
     groups: dict[str, list[float]] = {}
@@ -449,12 +467,6 @@ def by_kind(verdicts: list[dict[str, bool]], kinds: dict[str, str]) -> dict[str,
     return {kind: float(np.mean(values)) for kind, values in sorted(groups.items())}
 
 
-def allocation(assignments, teachers: list[str]) -> dict[str, float]:
-    """Share of prompts per teacher."""
-    assigned = assignments["teacher"]
-    return {teacher: assigned.count(teacher) / len(assigned) for teacher in teachers}
-
-
 def agreement(ours, theirs) -> float:
     """Share of the prompts both assignments cover that they give to the same teacher."""
     mine = dict(zip(ours["prompt_id"], ours["teacher"]))
@@ -462,13 +474,15 @@ def agreement(ours, theirs) -> float:
     return sum(a == b for a, b in shared) / len(shared)
 
 
-def mean_reward_by_teacher_and_kind(scores, prompts) -> dict[tuple[str, str], float]:
+def mean_reward_by_teacher_and_kind(scores, prompts, teachers: list[str]) -> dict[tuple[str, str], float]:
+    """The mean Eq. 2 reward of each teacher's answers on each kind of problem (`"all"` when there are no kinds)."""
     kinds = dict(zip(prompts["prompt_id"], prompts["kind"])) if "kind" in prompts.column_names else {}
-    groups: dict[tuple[str, str], list[float]] = {}
-    for prompt_id, teacher, reward in zip(scores["prompt_id"], scores["teacher"], scores["reward"]):
-        if reward is not None and np.isfinite(reward):
-            groups.setdefault((teacher, kinds.get(prompt_id, "all")), []).append(reward)
-    return {key: float(np.mean(values)) for key, values in groups.items()}
+    kind_of = [kinds.get(prompt_id, "all") for prompt_id in scores["prompt_id"]]
+    means = {}
+    for kind in sorted(set(kind_of)):
+        rows = scores.select([i for i, k in enumerate(kind_of) if k == kind])
+        means.update({(t, kind): float(m) for t, m in zip(teachers, mean_per_teacher(rows, teachers, rows["reward"]))})
+    return means
 
 
 # Printing --------------------------------------------------------------------------------------------------------
@@ -493,7 +507,7 @@ def results_table(report: dict) -> str:
 
 
 def paired_table(report: dict) -> str:
-    lines = ["| PerSyn minus | difference | 95% CI (bootstrap over problems) |", "|---|---|---|"]
+    lines = ["| PerSyn minus | difference | 95% CI (bootstrap over seeds and problems) |", "|---|---|---|"]
     for row in report["persyn_minus"]:
         lines.append(
             f"| {row['strategy']} | {row['difference']:+.3f} | [{row['ci95'][0]:+.3f}, {row['ci95'][1]:+.3f}] |"
@@ -511,9 +525,9 @@ def run_demo(args: DemoArguments) -> dict:
     report["wall_time_s"] = {**demo.timings, "total": round(time.perf_counter() - start, 1)}
     report["world"] = {**dataclasses.asdict(args), "teachers": [dataclasses.asdict(spec) for spec in demo.specs]}
     (demo.out / "results.json").write_text(json.dumps(report, indent=2))
-    persyn = report["results"][0]
-    counts = {t: round(share * args.num_prompts) for t, share in persyn["allocation"].items()}
-    allocation_chart(counts, demo.specs, demo.out / "allocation_persyn.png", "PerSyn allocation (demo)")
+    allocation_chart(
+        report["results"][0]["assigned"], demo.specs, demo.out / "allocation_persyn.png", "PerSyn allocation (demo)"
+    )
     router = report["router"]
     print(results_table(report))
     print(paired_table(report))

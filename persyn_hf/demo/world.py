@@ -72,20 +72,25 @@ def _numbers(kind: str, rng: random.Random) -> tuple[int, ...]:
     return rng.randint(b + 1, 9), b
 
 
-def make_problems(num: int, seed: int, split: str = "train") -> list[Problem]:
+def make_problems(num: int, seed: int, split: str = "train", exclude: set[str] | None = None) -> list[Problem]:
     """`num` problems, kinds in turn, from a random stream seeded by `split` and `seed`.
 
     Splits draw from different streams: the demo distils on `train` and reports `test`; design the world against
-    `dev`. The operands are small, so the same numbers (not the same wording) recur across splits, as they would
-    in any arithmetic test set.
+    `dev`. The world is small (a few thousand wordings of each kind), so a wording can recur within and across
+    splits; with `exclude`, the problems are distinct and none has a prompt in `exclude` (a held-out split).
     """
     rng = random.Random(f"{split}-{seed}")
-    problems = []
-    for i in range(num):
+    problems, taken = [], set() if exclude is None else set(exclude)
+    while len(problems) < num:
+        i = len(problems)
         kind = KINDS[i % len(KINDS)]
         name, other = rng.sample(NAMES, 2)
-        numbers = _numbers(kind, rng)
-        problems.append(Problem(f"{split}-{i:05d}", kind, numbers, name, other, rng.choice(ITEMS)))
+        problem = Problem(f"{split}-{i:05d}", kind, _numbers(kind, rng), name, other, rng.choice(ITEMS))
+        if exclude is not None:
+            if problem.prompt in taken:
+                continue
+            taken.add(problem.prompt)
+        problems.append(problem)
     return problems
 
 
