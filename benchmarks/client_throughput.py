@@ -160,7 +160,8 @@ def main() -> None:
     latency = args.latency_ms / 1000
     machine = {"cpus": os.cpu_count(), "load_average_before": load()}
     server, url = start_server(args.latency_ms)
-    tokenizer_dir = tempfile.mkdtemp()
+    scratch = tempfile.TemporaryDirectory(prefix="persyn-bench-")
+    tokenizer_dir = scratch.name
     build_tokenizer(save_dir=tokenizer_dir)
     results = []
     try:
@@ -183,20 +184,23 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait()
+        scratch.cleanup()
     machine["load_average_after"] = load()
+    for r in results:  # the naive way: one blocking call after another
+        r["vs_sequential"] = r["throughput"] / results[0]["throughput"]
 
     print(f"Server: fixed {args.latency_ms:g} ms service latency, no model; capacity = concurrency / latency.")
     print(f"Machine: {machine['cpus']} CPUs; load average (1, 5, 15 min) {machine['load_average_before']} before, "
           f"{machine['load_average_after']} after.\n")  # fmt: skip
     print(f"{'method':<13}{'backend':<8}{'client':<16}{'c':>4}{'requests':>10}{'runs':>5}{'req/s':>9}{'capacity':>10}"
-          f"{'of capacity':>13}{'vs bare':>9}{'CPU ms/req':>12}{'CPU vs bare':>13}")  # fmt: skip
+          f"{'of capacity':>13}{'vs seq':>8}{'vs bare':>9}{'CPU ms/req':>12}{'CPU vs bare':>13}")  # fmt: skip
     for r in results:
         vs_bare = f"{r['vs_bare']:.2f}" if "vs_bare" in r else "-"
         cpu_vs_bare = f"{r['cpu_vs_bare']:.2f}" if "cpu_vs_bare" in r else "-"
         print(
             f"{r['method']:<13}{r['backend']:<8}{r['http_client']:<16}{r['concurrency']:>4}{r['requests']:>10}"
             f"{r['runs']:>5}{r['throughput']:>9.1f}{r['capacity']:>10.0f}{r['fraction_of_capacity']:>13.2f}"
-            f"{vs_bare:>9}{r['client_cpu_ms_per_request']:>12.3f}{cpu_vs_bare:>13}"
+            f"{r['vs_sequential']:>8.1f}{vs_bare:>9}{r['client_cpu_ms_per_request']:>12.3f}{cpu_vs_bare:>13}"
         )
     top = max(args.concurrency)
     headline = next(r for r in results if (r["method"], r["backend"], r["http_client"]) == HEADLINE and

@@ -16,6 +16,7 @@ from datasets import Dataset
 from huggingface_hub import DatasetCard, DatasetCardData
 from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
 
+from persyn_hf.errors import OutputError
 from persyn_hf.store import ArtifactStore
 from persyn_hf.teachers.spec import TeacherSpec
 from persyn_hf.templates import template_path
@@ -228,7 +229,7 @@ def personalized_dataset_card(
     metadata = dict(existing_metadata or {})
     persyn = dict(metadata.pop("persyn", None) or {"student": student, "teachers": {}, "strategies": {}})
     if persyn["student"] != student:
-        raise ValueError(
+        raise OutputError(
             f"{repo_id!r} holds datasets personalized for the student {persyn['student']!r}, not {student!r}: "
             "choose another `dataset_repo_id` for this student."
         )

@@ -598,6 +598,9 @@ CASES = {
     "demo: misspelt key": Case(
         ["demo"], {**DEMO, "num_prompt": 10}, 2, "unknown key `num_prompt` in the recipe '{recipe}' (did you mean"
     ),
+    "demo: a held-out split the world does not draw": Case(
+        ["demo"], {**DEMO, "heldout_split": "val"}, 2, "`heldout_split` must be one of ['test', 'dev'], got 'val'"
+    ),
     "demo: no recipes folder": Case(
         ["demo"], {**DEMO, "recipes_dir": "{w}/recipes"}, 2, "`recipes_dir` '{w}/recipes' is not a folder"
     ),

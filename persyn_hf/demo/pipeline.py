@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from persyn_hf.configs import check_choice
 from persyn_hf.cost import generate_then_select, paradigm_costs, route_then_generate
 from persyn_hf.demo import analysis
 from persyn_hf.errors import ConfigError
@@ -58,6 +59,12 @@ ROUTED = {"persyn": 0.4, "persyn_wo_quality": 1.0, "persyn_wo_learnability": 0.0
 # The settings of the paper whose generation cost the report compares: (prompts, teachers, router subset).
 PAPER_SETTINGS = {"Magpie-Zoo (instruction)": (50_000, 19, 2_500), "PerSyn-Math": (10_000, 15, 2_500)}
 QUICK_STEPS = 60  # training steps of each world model with `quick`
+# Where a `quick` run goes unless told otherwise: never into the full world's folders.
+QUICK_FOLDERS = {
+    "output_dir": ("outputs/demo", "outputs/demo-quick"),
+    "cache_dir": (".cache/persyn-demo", ".cache/persyn-demo-quick"),
+    "store_root": ("outputs/demo/store", "outputs/demo-quick/store"),
+}
 
 
 @dataclass
@@ -68,6 +75,8 @@ class DemoArguments:
         num_prompts (`int`): Size of the prompt set X the students are distilled on.
         router_prompts (`int`): Size of the subset X_sub every teacher answers, to train the router.
         test_prompts (`int`): Size of the held-out split the students are evaluated on.
+        heldout_split (`str`): The stream of problems that held-out split is drawn from: `test` (what the demo
+            reports) or `dev` (to design a world against, leaving `test` unseen).
         seeds (`int`): Student seeds: every strategy's student is fine-tuned and evaluated once per seed.
         full (`bool`): Also the α sweep, the router's data-size curve and the reward-against-gain analysis.
         alphas (`list[float]`): The α values of the sweep (`full`).
@@ -76,7 +85,8 @@ class DemoArguments:
             model the demo trains from its recipe (`persyn_hf.demo.models.TEACHER_RECIPES`).
         seed (`int`): Seed of the world (problems, sampling, training); student seeds are `seed`, `seed + 1`, ...
         quick (`bool`): A quick run that only shows the plumbing works: world models of `QUICK_STEPS` steps, a few
-            SFT and router steps (for the tests).
+            SFT and router steps (for the tests); its accuracies mean nothing. Its default folders are
+            `outputs/demo-quick` and `.cache/persyn-demo-quick`.
         output_dir (`str`): Where `results.json`, the charts and the stage outputs go.
         cache_dir (`str`): Where the trained tokenizer, teachers and student are kept between runs.
         store_root (`str`): The local artifact store every stage writes to.
@@ -86,6 +96,9 @@ class DemoArguments:
     num_prompts: int = field(default=600, metadata={"help": "Size of the prompt set X."})
     router_prompts: int = field(default=200, metadata={"help": "Size of X_sub, answered by every teacher."})
     test_prompts: int = field(default=1000, metadata={"help": "Size of the held-out evaluation split."})
+    heldout_split: str = field(
+        default="test", metadata={"help": "Problems the held-out split is drawn from: test, or dev to design on."}
+    )
     seeds: int = field(default=3, metadata={"help": "Student seeds per strategy."})
     full: bool = field(default=False, metadata={"help": "Also the α sweep, data-size curve and reward/gain."})
     alphas: list[float] = field(
@@ -107,6 +120,9 @@ class DemoArguments:
 
     def __post_init__(self):
         self.recipes_dir = self.recipes_dir or str(RECIPES_DIR)
+        for name, (default, quick) in QUICK_FOLDERS.items():
+            if self.quick and getattr(self, name) == default:
+                setattr(self, name, quick)
         if not Path(self.recipes_dir).is_dir():
             raise ConfigError(
                 f"`recipes_dir` {self.recipes_dir!r} is not a folder: give the folder of the stage recipes."
@@ -116,6 +132,7 @@ class DemoArguments:
             raise ConfigError(
                 f"`router_prompts` must be in [2, num_prompts={self.num_prompts}], got {self.router_prompts}"
             )
+        check_choice("heldout_split", self.heldout_split, ("test", "dev"))
         if self.seeds < 1:
             raise ConfigError(f"`seeds` must be at least 1, got {self.seeds}")
 
@@ -201,7 +218,7 @@ class Demo:
         self.store.save_dataset("demo/prompts", train)
         subset = train.shuffle(seed=args.seed).select(range(args.router_prompts))
         self.store.save_dataset("demo/prompts", subset, config_name="router")
-        held_out = make_problems(args.test_prompts, args.seed, split="test", exclude=set(train["prompt"]))
+        held_out = make_problems(args.test_prompts, args.seed, args.heldout_split, exclude=set(train["prompt"]))
         test = problems_dataset(held_out)
         self.store.save_dataset("demo/prompts", test, config_name="heldout", split="test")
 
@@ -540,6 +557,8 @@ def run_demo(args: DemoArguments) -> dict:
     )
     if args.full:
         print(full_analyses(report, demo.out))
+    if args.quick:
+        print("A quick run: its models are barely trained, so these numbers only show that every stage ran.")
     print(f"wall time: {report['wall_time_s']['total']} s; results in {demo.out / 'results.json'}")
     return report
 
