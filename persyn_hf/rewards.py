@@ -45,6 +45,31 @@ def encode_conversations(tokenizer, messages: list[list[dict]], responses: list[
     return encoded
 
 
+# How to fix a reward model's pad token. The eos token, a common choice, is one that most chat templates write.
+PAD_TOKEN_FIX = (
+    "give the reward model's tokenizer a pad token its chat template never writes (`pad_token` in its "
+    "tokenizer_config.json: a token of its vocabulary, not the eos token)"
+)
+
+
+def check_pad_token(model, tokenizer) -> int:
+    """The pad token id shared by the reward model's tokenizer and its config (the config's is set when missing):
+    the sequence-classification head pools the last token that is not the config's `pad_token_id`."""
+    config = model.config.get_text_config()
+    if tokenizer.pad_token_id is None:
+        raise ConfigError(f"The reward model's tokenizer has no `pad_token`, needed to batch: {PAD_TOKEN_FIX}.")
+    if config.pad_token_id is None:
+        config.pad_token_id = tokenizer.pad_token_id
+    elif config.pad_token_id != tokenizer.pad_token_id:
+        raise ConfigError(
+            f"The reward model's config has `pad_token_id` {config.pad_token_id} but its tokenizer's pad token "
+            f"{tokenizer.pad_token!r} has id {tokenizer.pad_token_id}, and the model scores the last token that is "
+            f"not {config.pad_token_id}: set `pad_token_id` to {tokenizer.pad_token_id} in the reward model's "
+            "config.json (or make its tokenizer's pad token the config's)."
+        )
+    return tokenizer.pad_token_id
+
+
 def reward_model_quality(
     model,
     tokenizer,
@@ -58,16 +83,23 @@ def reward_model_quality(
     """Quality as the logit of a reward model (`AutoModelForSequenceClassification`, `num_labels=1`).
 
     Each conversation is encoded by `encode_conversations` and scored in length-bucketed batches; the model pools
-    its last non-padding token. A conversation longer than `max_length` tokens (defaults to the reward model's
-    context) gets NaN, counted in a warning, before any forward pass.
+    its last token that is not its config's `pad_token_id` (set to the tokenizer's pad token when missing), so that
+    token must be the tokenizer's pad token and appear in no conversation. A conversation longer than `max_length`
+    tokens (defaults to the reward model's context) gets NaN, counted in a warning, before any forward pass.
     """
     import torch
     from tqdm.auto import tqdm
 
-    if tokenizer.pad_token_id is None:
-        raise ConfigError("The reward model's tokenizer has no `pad_token`: set one (e.g. the eos token) to batch.")
+    pad_id = check_pad_token(model, tokenizer)
     max_length = max_length or context_length(model.config, "reward_model_max_length", "reward model")
     encoded = encode_conversations(tokenizer, messages, responses, max_length)
+    padded_rows = [i for i, ids in enumerate(encoded) if ids is not None and pad_id in ids]
+    if padded_rows:
+        raise ConfigError(
+            f"The reward model's pad token {tokenizer.pad_token!r} (id {pad_id}) appears in {len(padded_rows)} "
+            f"conversations (first: row {padded_rows[0]}), and the model scores the last token that is not padding: "
+            f"{PAD_TOKEN_FIX}."
+        )
     scores = [math.nan] * len(encoded)
     scored = [i for i, ids in enumerate(encoded) if ids is not None]
     if len(scored) < len(encoded):

@@ -7,6 +7,7 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from persyn_hf.errors import ConfigError
 from persyn_hf.rewards import QUALITY_SCORERS, encode_conversations, reward_model_quality
 from persyn_hf.score import ScoringConfig
 from persyn_hf.testing.fixtures import build_reward_model
@@ -99,6 +100,44 @@ def test_reward_model_reads_each_conversation_as_its_template_writes_it(name):
     with torch.no_grad():
         alone = [model(torch.tensor([ids])).logits[0, 0].item() for ids in encoded]
     assert scores == pytest.approx(alone, abs=1e-5)
+
+
+def test_a_reward_model_without_a_pad_token_id_pools_with_its_tokenizers(tiny_tokenizer):
+    model = build_reward_model(tiny_tokenizer)
+    model.config.pad_token_id = None
+    messages, responses = ROWS["messages"], ROWS["response"]
+    scores = reward_model_quality(model, tiny_tokenizer, messages, responses, batch_size=3, show_progress=False)
+    assert model.config.pad_token_id == tiny_tokenizer.pad_token_id
+    encoded = encode_conversations(tiny_tokenizer, messages, responses, max_length=512)
+    with torch.no_grad():
+        alone = [model(torch.tensor([ids])).logits[0, 0].item() for ids in encoded]
+    assert len(set(map(len, encoded))) == 3 and scores == pytest.approx(alone, abs=1e-5)  # padded to the longest
+
+
+def test_a_reward_model_whose_pad_token_id_differs_from_its_tokenizers_is_refused(tiny_tokenizer):
+    model = build_reward_model(tiny_tokenizer)
+    model.config.pad_token_id = tiny_tokenizer.eos_token_id
+    with pytest.raises(
+        ConfigError,
+        match=rf"config has `pad_token_id` {tiny_tokenizer.eos_token_id} but its tokenizer's pad token '<\|pad\|>' "
+        rf"has id {tiny_tokenizer.pad_token_id}.*set `pad_token_id` to {tiny_tokenizer.pad_token_id}",
+    ):
+        reward_model_quality(model, tiny_tokenizer, ROWS["messages"], ROWS["response"], show_progress=False)
+
+
+def test_a_pad_token_the_template_writes_is_refused():
+    tokenizer = template_tokenizer("llama3_1")
+    tokenizer.pad_token = "<|eot_id|>"  # pad = eos, which ends every turn: the head would score the token before
+    model = build_reward_model(tokenizer)
+    with pytest.raises(
+        ConfigError,
+        match=r"pad token '<\|eot_id\|>' \(id \d+\) appears in 3 conversations \(first: row 0\).*"
+        r"a pad token its chat template never writes",
+    ):
+        reward_model_quality(model, tokenizer, ROWS["messages"], ROWS["response"], show_progress=False)
+    tokenizer.pad_token = None
+    with pytest.raises(ConfigError, match="tokenizer has no `pad_token`, needed to batch: give the reward model's"):
+        reward_model_quality(model, tokenizer, ROWS["messages"], ROWS["response"], show_progress=False)
 
 
 def test_a_conversation_longer_than_the_reward_models_context_gets_nan(tiny_tokenizer, caplog):
