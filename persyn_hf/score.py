@@ -30,7 +30,7 @@ from persyn_hf.rewards import (
     check_scorer_inputs,
     mix_rewards,
 )
-from persyn_hf.store import ArtifactStore, data_file
+from persyn_hf.store import ArtifactStore, atomic_write, data_file
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -158,16 +158,22 @@ def scoring_rows(generations: Dataset, prompts: Dataset) -> Dataset:
 
 def cached(cache: Path | None, kind: str, key: list, compute):
     """`compute()`, or what an earlier run stored in `cache` for the same `key` (JSON): scores already computed are
-    never lost when a later step fails, and runs that only re-mix them (another α) do not compute them again."""
+    never lost when a later step fails, and runs that only re-mix them (another α) do not compute them again.
+
+    The file is written atomically; one that cannot be read (e.g. cut short by a full disk) is computed again."""
     digest = hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:16]
     path = cache / f"{kind}-{digest}.json" if cache is not None else None
     if path is not None and path.is_file():
-        logger.info("Reusing the %s scores stored in %s", kind, path)
-        return json.loads(path.read_text())
+        try:
+            value = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            logger.warning("The %s scores stored in %s cannot be read (%s): computing them again.", kind, path, error)
+        else:
+            logger.info("Reusing the %s scores stored in %s", kind, path)
+            return value
     value = compute()
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(value))
+        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(value)))
     return value
 
 

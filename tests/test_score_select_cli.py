@@ -1,3 +1,4 @@
+import json
 import math
 import os
 import subprocess
@@ -193,3 +194,19 @@ def test_scores_are_kept_so_another_alpha_only_remixes_them(store, tiny_qwen2_pa
     for i in range(3):
         terse, verbose = first["learnability"][i], first["learnability"][i + 3]
         assert again["reward"][i] == float(terse > verbose) and again["reward"][i + 3] == float(verbose > terse)
+
+
+def test_a_damaged_score_cache_is_computed_again(store, tiny_qwen2_path, caplog):
+    cli(["score", *score_argv(store, tiny_qwen2_path)])
+    kept = sorted(Path(store.root, ".persyn-results", "scores").glob("*.json"))
+    assert [path.name.split("-")[0] for path in kept] == ["learnability", "quality"]
+    for path in kept:  # cut short, as a full disk or a killed run leaves a file
+        path.write_text(path.read_text()[: len(path.read_text()) // 2])
+    caplog.clear()
+    with caplog.at_level("INFO", logger="persyn_hf"):
+        cli(["score", *score_argv(store, tiny_qwen2_path, scores_repo_id="local/scores-again")])
+    assert caplog.text.count("cannot be read") == 2 and "Reusing" not in caplog.text
+    first, again = store.load_dataset("local/scores"), store.load_dataset("local/scores-again")
+    assert again["quality"] == first["quality"] == [1.0, 1.0, 0.0, 1.0, 0.0, 1.0]
+    assert again["learnability"] == pytest.approx(first["learnability"], abs=1e-6)
+    assert all(json.loads(path.read_text()) for path in kept)  # written whole again
