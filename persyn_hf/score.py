@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING
 from persyn_hf.configs import DTYPES, INFERENCE_DTYPE, check_choice, check_positive
 from persyn_hf.contracts import CONTRACTS, StageResult, prompt_messages
 from persyn_hf.errors import ConfigError, DataError
-from persyn_hf.learnability import LearnabilityConfig, LearnabilityScores, prepare_student, score_learnability
+from persyn_hf.learnability import (
+    ENGINE_ERROR,
+    LearnabilityConfig,
+    LearnabilityScores,
+    prepare_student,
+    score_learnability,
+)
 from persyn_hf.rewards import (
     NORMALIZATIONS,
     QUALITY_SCORERS,
@@ -156,11 +162,12 @@ def scoring_rows(generations: Dataset, prompts: Dataset) -> Dataset:
     return rows
 
 
-def cached(cache: Path | None, kind: str, key: list, compute):
+def cached(cache: Path | None, kind: str, key: list, compute, keep=lambda value: True):
     """`compute()`, or what an earlier run stored in `cache` for the same `key` (JSON): scores already computed are
     never lost when a later step fails, and runs that only re-mix them (another α) do not compute them again.
 
-    The file is written atomically; one that cannot be read (e.g. cut short by a full disk) is computed again."""
+    The file is written atomically; one that cannot be read (e.g. cut short by a full disk) is computed again. A
+    value that `keep` refuses (scores a server failed to compute) is not stored: the next run computes it again."""
     digest = hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:16]
     path = cache / f"{kind}-{digest}.json" if cache is not None else None
     if path is not None and path.is_file():
@@ -172,7 +179,9 @@ def cached(cache: Path | None, kind: str, key: list, compute):
             logger.info("Reusing the %s scores stored in %s", kind, path)
             return value
     value = compute()
-    if path is not None:
+    if path is not None and not keep(value):
+        logger.warning("The %s scores are not kept: some failed on the server; run again to compute them.", kind)
+    elif path is not None:
         atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(value)))
     return value
 
@@ -225,6 +234,7 @@ def score_responses(
                 show_progress=show_progress,
             )
         ),
+        keep=lambda learned: ENGINE_ERROR not in learned["nan_reasons"],
     )
     return quality, LearnabilityScores(**learned)
 

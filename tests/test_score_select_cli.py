@@ -176,6 +176,26 @@ def test_learnability_on_an_openai_server_equals_local_and_nan_reasons_are_print
     assert engine[:5] == pytest.approx(local[:5], abs=1e-4) and math.isnan(engine[5]) and math.isnan(local[5])
 
 
+def test_learnability_a_server_failed_is_computed_again_on_the_next_run(store, tiny_qwen2_path, capsys):
+    from persyn_hf.testing.server import TeacherServer
+
+    with TeacherServer() as down:  # answers the probe, but without a model fails every request (HTTP 400)
+        port = down.port
+        engine_options = {"learnability_backend": "openai", "learnability_base_url": down.url}
+        cli(["score", *score_argv(store, tiny_qwen2_path, **engine_options)])
+    assert "learnability: 0 of 6 responses scored; NaN: 6 engine_error" in capsys.readouterr().out
+    assert all(math.isnan(value) for value in store.load_dataset("local/scores")["learnability"])
+    with TeacherServer(model_path=tiny_qwen2_path, port=port) as server:  # the same URL, now serving the student
+        cli(["score", *score_argv(store, tiny_qwen2_path, scores_repo_id="local/scores-again", **engine_options)])
+        assert server.stats["requests_completions"] == 6
+    model = AutoModelForCausalLM.from_pretrained(tiny_qwen2_path)
+    messages = [[{"role": "user", "content": p}] for p in PROMPTS["prompt"]] * 2
+    local = learnability_scores(
+        model, AutoTokenizer.from_pretrained(tiny_qwen2_path), messages, GENERATIONS["response"]
+    )
+    assert store.load_dataset("local/scores-again")["learnability"] == pytest.approx(local.scores, abs=1e-4)
+
+
 def test_scores_are_kept_so_another_alpha_only_remixes_them(store, tiny_qwen2_path, caplog):
     cli(["score", *score_argv(store, tiny_qwen2_path)])
     caplog.clear()
