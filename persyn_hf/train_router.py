@@ -9,6 +9,7 @@ backbone, Hit@k, and the student and α that the scores' card records), and load
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -139,8 +140,12 @@ def split_rows(rows: Dataset, eval_size: float, seed: int) -> tuple[Dataset, Dat
     if eval_size == 0:
         return rows, None
     test_size = int(eval_size) if eval_size >= 1 else eval_size
-    if (test_size if isinstance(test_size, int) else round(test_size * len(rows))) >= len(rows):
-        raise ConfigError(f"`eval_size={eval_size}` would hold out all {len(rows)} prompts: lower it.")
+    num_test = test_size if isinstance(test_size, int) else math.ceil(test_size * len(rows))  # as `datasets` counts
+    if num_test >= len(rows):
+        raise ConfigError(
+            f"`eval_size: {eval_size}` holds out {num_test} of the {len(rows)} prompts (a fraction is rounded up), "
+            "leaving none to train on: lower it, or set it to 0 to hold out none."
+        )
     split = rows.train_test_split(test_size=test_size, seed=seed)
     return split["train"], split["test"]
 
