@@ -135,19 +135,26 @@ def check_teachers(scores: Dataset, teachers: list[str], source: str) -> None:
         )
 
 
-def split_rows(rows: Dataset, eval_size: float, seed: int) -> tuple[Dataset, Dataset | None]:
-    """(train, eval) router rows; eval is None when `eval_size` is 0."""
+def split_rows(
+    rows: Dataset, eval_size: float, seed: int, max_train_prompts: int | None = None
+) -> tuple[Dataset, Dataset | None]:
+    """(train, eval) router rows, drawn with `seed`: `eval_size` prompts held out (eval is None when it is 0), and at
+    most `max_train_prompts` of the others to train on."""
     if eval_size == 0:
-        return rows, None
-    test_size = int(eval_size) if eval_size >= 1 else eval_size
-    num_test = test_size if isinstance(test_size, int) else math.ceil(test_size * len(rows))  # as `datasets` counts
-    if num_test >= len(rows):
-        raise ConfigError(
-            f"`eval_size: {eval_size}` holds out {num_test} of the {len(rows)} prompts (a fraction is rounded up), "
-            "leaving none to train on: lower it, or set it to 0 to hold out none."
-        )
-    split = rows.train_test_split(test_size=test_size, seed=seed)
-    return split["train"], split["test"]
+        train, held_out = rows.shuffle(seed=seed), None
+    else:
+        test_size = int(eval_size) if eval_size >= 1 else eval_size
+        num_test = test_size if isinstance(test_size, int) else math.ceil(test_size * len(rows))  # as `datasets`
+        if num_test >= len(rows):
+            raise ConfigError(
+                f"`eval_size: {eval_size}` holds out {num_test} of the {len(rows)} prompts (a fraction is rounded "
+                "up), leaving none to train on: lower it, or set it to 0 to hold out none."
+            )
+        split = rows.train_test_split(test_size=test_size, seed=seed)
+        train, held_out = split["train"], split["test"]
+    if max_train_prompts is not None:
+        train = train.select(range(min(max_train_prompts, len(train))))
+    return train, held_out
 
 
 def scores_provenance(store: ArtifactStore, scores_repo_id: str, training_args) -> tuple[str | None, float | None]:
@@ -214,9 +221,7 @@ def run(
     check_teachers(scores, names, args.teachers)
     student, alpha = scores_provenance(store, args.scores_repo_id, training_args)
     rows = router_rows(scores, prompts, names)
-    train_rows, eval_rows = split_rows(rows, args.eval_size, training_args.seed)
-    if args.max_train_prompts is not None:
-        train_rows = train_rows.select(range(min(args.max_train_prompts, len(train_rows))))
+    train_rows, eval_rows = split_rows(rows, args.eval_size, training_args.seed, args.max_train_prompts)
     set_seed(training_args.seed)  # the head's initial weights too: the same seed, the same router
     router, tokenizer = PersynRouterModel.from_backbone(
         backbone,

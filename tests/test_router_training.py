@@ -311,3 +311,15 @@ def test_an_eval_size_that_leaves_no_training_prompt_is_a_config_error():
         split_rows(rows, 0.8, seed=0)  # ceil(2.4) = 3
     with pytest.raises(ConfigError, match=r"`eval_size: 3` holds out 3 of the 3 prompts.*set it to 0"):
         split_rows(rows, 3, seed=0)
+
+
+def test_max_train_prompts_are_drawn_with_the_seed_even_without_held_out_prompts():
+    rows = router_rows(24)
+    drawn = {seed: list(split_rows(rows, 0, seed, max_train_prompts=5)[0]["prompt_id"]) for seed in (0, 1)}
+    assert drawn[0] != drawn[1] and list(rows["prompt_id"][:5]) not in drawn.values()
+    assert all(len(set(ids)) == 5 and set(ids) <= set(rows["prompt_id"]) for ids in drawn.values())
+    assert (
+        list(split_rows(rows, 0, 0, max_train_prompts=5)[0]["prompt_id"]) == drawn[0]
+    )  # the same seed, the same draw
+    train, held_out = split_rows(rows, 6, 42, max_train_prompts=5)
+    assert len(train) == 5 and len(held_out) == 6 and not set(train["prompt_id"]) & set(held_out["prompt_id"])
