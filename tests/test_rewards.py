@@ -12,7 +12,7 @@ from persyn_hf.rewards import QUALITY_SCORERS, encode_conversations, reward_mode
 from persyn_hf.score import ScoringConfig
 from persyn_hf.testing.fixtures import build_reward_model
 from persyn_hf.testing.templates import template_tokenizer
-from persyn_hf.verify import check_answer, verify_answer
+from persyn_hf.verify import WORKER_START_TIMEOUT_S, _MathVerifyWorkers, check_answer, verify_answer
 
 # sympy evaluates this exactly, in C, for longer than anyone would wait: only killing the process stops it.
 PATHOLOGICAL = r"The answer is \boxed{9^{9^{9^{9}}} + 1}"
@@ -185,3 +185,14 @@ def test_scoring_config_errors_list_the_choices():
         ScoringConfig()
     with pytest.raises(ValueError, match="`quality_scorer: precomputed` needs `quality_column`"):
         ScoringConfig(quality_scorer="precomputed")
+
+
+def test_a_math_verify_worker_that_exits_at_start_says_so_at_once(tmp_path, monkeypatch):
+    broken = tmp_path / "math_verify"
+    broken.mkdir()
+    (broken / "__init__.py").write_text("raise ImportError('a broken install')\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # the worker, a fresh interpreter, imports this math_verify
+    start = time.perf_counter()
+    with pytest.raises(RuntimeError, match=r"worker exited at start with code 1: .*`pip install math-verify`"):
+        _MathVerifyWorkers().check("1", "The answer is 1.", timeout_s=5.0)
+    assert time.perf_counter() - start < WORKER_START_TIMEOUT_S / 4
