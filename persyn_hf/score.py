@@ -321,8 +321,7 @@ def run(
         "learnability": learned.summary(),
         "count_end_of_turn": learnability.count_end_of_turn,
     }
-    location = store.location(args.scores_repo_id)
-    if state.is_main_process:
-        location = store.save_dataset(args.scores_repo_id, scores, card=scores_card(args, scoring, scores, summary))
-    state.wait_for_everyone()
+    location = store.save_dataset_from_main(
+        args.scores_repo_id, scores, card=scores_card(args, scoring, scores, summary)
+    )
     return StageResult(scores, location, summary)

@@ -338,7 +338,10 @@ def select_teachers(prompts: Dataset, scores: Dataset | None, teachers: list[Tea
 
 
 def run(args: SelectArguments, selection: SelectionConfig, store: ArtifactStore | None = None) -> StageResult:
-    """Assign the prompts with the configured strategy; returns the assignments and `{"allocation": ...}`."""
+    """Assign the prompts with the configured strategy; returns the assignments and `{"allocation": ...}`.
+
+    Under `accelerate launch` every process assigns every prompt (`persyn` routes them split across the processes)
+    and only the main process writes."""
     from persyn_hf.route import allocation
     from persyn_hf.router import PersynRouterConfig
 
@@ -352,6 +355,6 @@ def run(args: SelectArguments, selection: SelectionConfig, store: ArtifactStore 
             selection.router_repo_id, "router_repo_id", model_type=PersynRouterConfig.model_type
         )
     assignments = select_teachers(prompts, scores, teachers, selection)
-    location = store.save_dataset(args.assignments_repo_id, assignments)
+    location = store.save_dataset_from_main(args.assignments_repo_id, assignments)
     summary = {"strategy": selection.strategy, "allocation": allocation(assignments, [t.name for t in teachers])}
     return StageResult(assignments, location, summary)

@@ -224,6 +224,17 @@ class ArtifactStore:
             atomic_write(readme, lambda tmp: Path(tmp).write_text(_join_card(metadata, body)))
         return str(target)
 
+    def save_dataset_from_main(self, repo_id: str, dataset: Dataset, **kwargs) -> str:
+        """`save_dataset` (same keyword arguments) on the main process only, the others waiting for it: a stage under
+        `accelerate launch` whose processes all hold the whole dataset writes it once. Returns `location`."""
+        from accelerate import PartialState
+
+        state = PartialState()
+        if state.is_main_process:
+            self.save_dataset(repo_id, dataset, **kwargs)
+        state.wait_for_everyone()
+        return self.location(repo_id)
+
     def load_dataset(
         self,
         repo_id: str,
