@@ -46,7 +46,8 @@ class TrainRouterArguments:
             none. The split is drawn with the training `seed`.
         pairs_repo_id (`str`, *optional*):
             Artifact to also write the explicit pairwise dataset to (`prompt_id`, `teacher_a`, `teacher_b`, `label`;
-            C(n, 2) rows per prompt), for inspection or publication. Training never reads it.
+            at most C(n, 2) rows per prompt: ties and missing rewards are left out), for inspection or publication.
+            Training never reads it.
         max_train_prompts (`int`, *optional*):
             Train on only this many of the training prompts (drawn with the `seed`), the held-out ones unchanged:
             how the router's quality grows with its training data (paper Fig. 5).
