@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from persyn_hf.configs import check_choice
 from persyn_hf.contracts import completion_messages
 from persyn_hf.errors import ConfigError, DataError
 from persyn_hf.learnability import context_length, length_buckets, longer_than
@@ -200,7 +201,7 @@ def normalize_per_prompt(prompt_ids: list[str], values: list[float], method: str
     equal (or there is only one), they carry no ranking information and all get the middle value: 0.5 for
     `minmax`, 0.0 for `zscore`.
     """
-    check_normalization(method)
+    check_choice("normalization", method, NORMALIZATIONS)
     values = np.array([math.nan if v is None else v for v in values], dtype=np.float64)
     values[~np.isfinite(values)] = math.nan
     normalized = np.full_like(values, math.nan)
@@ -225,11 +226,6 @@ def normalize_per_prompt(prompt_ids: list[str], values: list[float], method: str
 def check_alpha(alpha: float) -> None:
     if not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"`alpha` must be in [0, 1], got {alpha}")
-
-
-def check_normalization(method: str) -> None:
-    if method not in NORMALIZATIONS:
-        raise ConfigError(f"`normalization` must be one of {list(NORMALIZATIONS)}, got {method!r}")
 
 
 def mix_rewards(scores: Dataset, alpha: float = 0.4, normalization: str = "minmax") -> Dataset:
