@@ -172,17 +172,16 @@ def _reward_model_scorer(rows: Dataset, config, device="cpu", show_progress=True
 
 
 def _math_verify_scorer(rows: Dataset, config, device="cpu", show_progress=True) -> list[float]:
-    check_scorer_inputs(rows, config)
     return math_verify_quality(rows["answer"], rows["response"], config.math_verify_timeout_s, show_progress)
 
 
 def _precomputed_scorer(rows: Dataset, config, device="cpu", show_progress=True) -> list[float]:
-    check_scorer_inputs(rows, config)
     return [math.nan if value is None else float(value) for value in rows[config.quality_column]]
 
 
 # name -> scorer(rows, config, device, show_progress) -> one quality per row. `rows` hold the generations with
-# their prompt as chat `messages` (and the gold `answer` when the prompts have one); `config` is a `ScoreConfig`.
+# their prompt as chat `messages` (and the gold `answer` when the prompts have one), checked by
+# `check_scorer_inputs` first (the score stage does); `config` is a `ScoringConfig`.
 QUALITY_SCORERS = {
     "reward_model": _reward_model_scorer,
     "math_verify": _math_verify_scorer,

@@ -7,8 +7,8 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from persyn_hf.errors import ConfigError
-from persyn_hf.rewards import QUALITY_SCORERS, encode_conversations, reward_model_quality
+from persyn_hf.errors import ConfigError, DataError
+from persyn_hf.rewards import QUALITY_SCORERS, check_scorer_inputs, encode_conversations, reward_model_quality
 from persyn_hf.score import ScoringConfig
 from persyn_hf.testing.fixtures import build_reward_model
 from persyn_hf.testing.templates import template_tokenizer
@@ -167,10 +167,10 @@ def test_math_verify_and_precomputed_scorers(caplog):
         ROWS, ScoringConfig(quality_scorer="precomputed", quality_column="rm_score")
     )
     assert precomputed[0] == 0.5 and math.isnan(precomputed[1]) and precomputed[2] == 2.0
-    with pytest.raises(ValueError, match=r"`quality_column` 'reward' is not a column of the generations"):
-        QUALITY_SCORERS["precomputed"](ROWS, ScoringConfig(quality_scorer="precomputed", quality_column="reward"))
-    with pytest.raises(ValueError, match=r"lacks column\(s\) \['answer'\].*gold answers"):
-        QUALITY_SCORERS["math_verify"](ROWS.remove_columns("answer"), math_config)
+    with pytest.raises(DataError, match=r"`quality_column` 'reward' is not a column of the generations"):
+        check_scorer_inputs(ROWS, ScoringConfig(quality_scorer="precomputed", quality_column="reward"))
+    with pytest.raises(DataError, match=r"lacks column\(s\) \['answer'\].*gold answers"):
+        check_scorer_inputs(ROWS.remove_columns("answer"), math_config)
 
 
 def test_scoring_config_errors_list_the_choices():
