@@ -16,7 +16,7 @@ import numpy as np
 from persyn_hf.configs import check_choice
 from persyn_hf.contracts import completion_messages
 from persyn_hf.errors import ConfigError, DataError
-from persyn_hf.learnability import context_length, length_buckets, longer_than
+from persyn_hf.learnability import context_length, length_buckets, load_for_scoring, longer_than
 from persyn_hf.verify import CORRECT, INCORRECT, TIMEOUT, UNPARSEABLE_GOLD, check_answer
 
 if TYPE_CHECKING:
@@ -143,18 +143,11 @@ def math_verify_quality(answers: list[str | None], responses: list[str], timeout
     return scores
 
 
-def load_for_scoring(auto_class, path: str, dtype: str, device):
-    """`auto_class.from_pretrained(path)` in `dtype` on `device`, in eval mode, with its tokenizer."""
-    from transformers import AutoTokenizer
-
-    model = auto_class.from_pretrained(path, dtype=dtype).to(device).eval()
-    return model, AutoTokenizer.from_pretrained(path)
-
-
 def _reward_model_scorer(rows: Dataset, config, device="cpu", show_progress=True) -> list[float]:
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    model, tokenizer = load_for_scoring(AutoModelForSequenceClassification, config.reward_model, config.dtype, device)
+    model = load_for_scoring(AutoModelForSequenceClassification, config.reward_model, config.dtype, device)
+    tokenizer = AutoTokenizer.from_pretrained(config.reward_model)
     if model.config.num_labels != 1:
         raise ConfigError(
             f"The reward model {config.reward_model!r} must have `num_labels=1`, got {model.config.num_labels}."
