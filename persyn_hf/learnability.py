@@ -282,6 +282,11 @@ def context_length(config, setting: str, model: str = "student") -> int:
 # Scoring with transformers ------------------------------------------------------------------------------------
 
 
+def load_for_scoring(auto_class, path: str, dtype: str, device):
+    """`auto_class.from_pretrained(path)` in `dtype` on `device`, in eval mode: a model that scores, never trains."""
+    return auto_class.from_pretrained(path, dtype=dtype).to(device).eval()
+
+
 def length_buckets(lengths: list[int], batch_size: int, max_tokens_per_batch: int) -> list[list[int]]:
     """Indices grouped longest first into batches of at most `batch_size` examples and `max_tokens_per_batch`
     padded tokens (an example longer than the budget gets a batch of its own), so that padding stays small."""
@@ -500,7 +505,7 @@ def score_learnability(
         return engine_learnability_scores(endpoint, tokenizer, messages, responses, **options)
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(student, dtype=dtype).to(device).eval()
+    model = load_for_scoring(AutoModelForCausalLM, student, dtype, device)
     return learnability_scores(
         model,
         tokenizer,

@@ -3,8 +3,9 @@
 - `router_rows`: one row per prompt with its teachers' rewards as a vector in the router's teacher order
   (NaN where a teacher has no usable score). The router derives its Bradley-Terry pairs from this vector,
   one backbone pass per prompt serving all of them.
-- `pairwise_export`: the same information as explicit pairs, C(n, 2) per prompt with n rewarded teachers
-  (so N prompts with every teacher scored give N·C(n, 2) pairs), for inspection and publication.
+- `pairwise_export`: the same information as explicit pairs, at most C(n, 2) per prompt with n rewarded teachers
+  (pairs with equal rewards are left out, so N prompts with every teacher scored give at most N·C(n, 2) pairs), for
+  inspection and publication.
 """
 
 from __future__ import annotations

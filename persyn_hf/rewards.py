@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from persyn_hf.configs import check_choice
 from persyn_hf.contracts import completion_messages
 from persyn_hf.errors import ConfigError, DataError
-from persyn_hf.learnability import context_length, length_buckets, longer_than
+from persyn_hf.learnability import context_length, length_buckets, load_for_scoring, longer_than
 from persyn_hf.verify import CORRECT, INCORRECT, TIMEOUT, UNPARSEABLE_GOLD, check_answer
 
 if TYPE_CHECKING:
@@ -45,6 +46,31 @@ def encode_conversations(tokenizer, messages: list[list[dict]], responses: list[
     return encoded
 
 
+# How to fix a reward model's pad token. The eos token, a common choice, is one that most chat templates write.
+PAD_TOKEN_FIX = (
+    "give the reward model's tokenizer a pad token its chat template never writes (`pad_token` in its "
+    "tokenizer_config.json: a token of its vocabulary, not the eos token)"
+)
+
+
+def check_pad_token(model, tokenizer) -> int:
+    """The pad token id shared by the reward model's tokenizer and its config (the config's is set when missing):
+    the sequence-classification head pools the last token that is not the config's `pad_token_id`."""
+    config = model.config.get_text_config()
+    if tokenizer.pad_token_id is None:
+        raise ConfigError(f"The reward model's tokenizer has no `pad_token`, needed to batch: {PAD_TOKEN_FIX}.")
+    if config.pad_token_id is None:
+        config.pad_token_id = tokenizer.pad_token_id
+    elif config.pad_token_id != tokenizer.pad_token_id:
+        raise ConfigError(
+            f"The reward model's config has `pad_token_id` {config.pad_token_id} but its tokenizer's pad token "
+            f"{tokenizer.pad_token!r} has id {tokenizer.pad_token_id}, and the model scores the last token that is "
+            f"not {config.pad_token_id}: set `pad_token_id` to {tokenizer.pad_token_id} in the reward model's "
+            "config.json (or make its tokenizer's pad token the config's)."
+        )
+    return tokenizer.pad_token_id
+
+
 def reward_model_quality(
     model,
     tokenizer,
@@ -58,16 +84,23 @@ def reward_model_quality(
     """Quality as the logit of a reward model (`AutoModelForSequenceClassification`, `num_labels=1`).
 
     Each conversation is encoded by `encode_conversations` and scored in length-bucketed batches; the model pools
-    its last non-padding token. A conversation longer than `max_length` tokens (defaults to the reward model's
-    context) gets NaN, counted in a warning, before any forward pass.
+    its last token that is not its config's `pad_token_id` (set to the tokenizer's pad token when missing), so that
+    token must be the tokenizer's pad token and appear in no conversation. A conversation longer than `max_length`
+    tokens (defaults to the reward model's context) gets NaN, counted in a warning, before any forward pass.
     """
     import torch
     from tqdm.auto import tqdm
 
-    if tokenizer.pad_token_id is None:
-        raise ConfigError("The reward model's tokenizer has no `pad_token`: set one (e.g. the eos token) to batch.")
+    pad_id = check_pad_token(model, tokenizer)
     max_length = max_length or context_length(model.config, "reward_model_max_length", "reward model")
     encoded = encode_conversations(tokenizer, messages, responses, max_length)
+    padded_rows = [i for i, ids in enumerate(encoded) if ids is not None and pad_id in ids]
+    if padded_rows:
+        raise ConfigError(
+            f"The reward model's pad token {tokenizer.pad_token!r} (id {pad_id}) appears in {len(padded_rows)} "
+            f"conversations (first: row {padded_rows[0]}), and the model scores the last token that is not padding: "
+            f"{PAD_TOKEN_FIX}."
+        )
     scores = [math.nan] * len(encoded)
     scored = [i for i, ids in enumerate(encoded) if ids is not None]
     if len(scored) < len(encoded):
@@ -110,18 +143,11 @@ def math_verify_quality(answers: list[str | None], responses: list[str], timeout
     return scores
 
 
-def load_for_scoring(auto_class, path: str, dtype: str, device):
-    """`auto_class.from_pretrained(path)` in `dtype` on `device`, in eval mode, with its tokenizer."""
-    from transformers import AutoTokenizer
-
-    model = auto_class.from_pretrained(path, dtype=dtype).to(device).eval()
-    return model, AutoTokenizer.from_pretrained(path)
-
-
 def _reward_model_scorer(rows: Dataset, config, device="cpu", show_progress=True) -> list[float]:
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    model, tokenizer = load_for_scoring(AutoModelForSequenceClassification, config.reward_model, config.dtype, device)
+    model = load_for_scoring(AutoModelForSequenceClassification, config.reward_model, config.dtype, device)
+    tokenizer = AutoTokenizer.from_pretrained(config.reward_model)
     if model.config.num_labels != 1:
         raise ConfigError(
             f"The reward model {config.reward_model!r} must have `num_labels=1`, got {model.config.num_labels}."
@@ -139,17 +165,16 @@ def _reward_model_scorer(rows: Dataset, config, device="cpu", show_progress=True
 
 
 def _math_verify_scorer(rows: Dataset, config, device="cpu", show_progress=True) -> list[float]:
-    check_scorer_inputs(rows, config)
     return math_verify_quality(rows["answer"], rows["response"], config.math_verify_timeout_s, show_progress)
 
 
 def _precomputed_scorer(rows: Dataset, config, device="cpu", show_progress=True) -> list[float]:
-    check_scorer_inputs(rows, config)
     return [math.nan if value is None else float(value) for value in rows[config.quality_column]]
 
 
 # name -> scorer(rows, config, device, show_progress) -> one quality per row. `rows` hold the generations with
-# their prompt as chat `messages` (and the gold `answer` when the prompts have one); `config` is a `ScoreConfig`.
+# their prompt as chat `messages` (and the gold `answer` when the prompts have one), checked by
+# `check_scorer_inputs` first (the score stage does); `config` is a `ScoringConfig`.
 QUALITY_SCORERS = {
     "reward_model": _reward_model_scorer,
     "math_verify": _math_verify_scorer,
@@ -168,7 +193,7 @@ def normalize_per_prompt(prompt_ids: list[str], values: list[float], method: str
     equal (or there is only one), they carry no ranking information and all get the middle value: 0.5 for
     `minmax`, 0.0 for `zscore`.
     """
-    check_normalization(method)
+    check_choice("normalization", method, NORMALIZATIONS)
     values = np.array([math.nan if v is None else v for v in values], dtype=np.float64)
     values[~np.isfinite(values)] = math.nan
     normalized = np.full_like(values, math.nan)
@@ -193,11 +218,6 @@ def normalize_per_prompt(prompt_ids: list[str], values: list[float], method: str
 def check_alpha(alpha: float) -> None:
     if not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"`alpha` must be in [0, 1], got {alpha}")
-
-
-def check_normalization(method: str) -> None:
-    if method not in NORMALIZATIONS:
-        raise ConfigError(f"`normalization` must be one of {list(NORMALIZATIONS)}, got {method!r}")
 
 
 def mix_rewards(scores: Dataset, alpha: float = 0.4, normalization: str = "minmax") -> Dataset:

@@ -140,8 +140,6 @@ def allocation(assignments: Dataset, teachers: list[str]) -> dict[str, int]:
 
 def run(config: RouteConfig, store: ArtifactStore | None = None) -> StageResult:
     """Route the prompt set with the trained router; returns the assignments and `{"allocation": ...}`."""
-    from accelerate import PartialState
-
     from persyn_hf.router import PersynRouterConfig
 
     store = store or ArtifactStore()
@@ -154,9 +152,7 @@ def run(config: RouteConfig, store: ArtifactStore | None = None) -> StageResult:
     router, tokenizer = load_router(location, config.dtype)
     assignments = route_prompts(router, tokenizer, prompts, config.batch_size, config.prompt_column)
     validate(assignments, "assignments")
-    saved = store.location(config.assignments_repo_id)
-    state = PartialState()
-    if state.is_main_process:
-        saved = store.save_dataset(config.assignments_repo_id, assignments, config_name=config.assignments_config)
-    state.wait_for_everyone()
+    saved = store.save_dataset_from_main(
+        config.assignments_repo_id, assignments, config_name=config.assignments_config
+    )
     return StageResult(assignments, saved, {"allocation": allocation(assignments, router.config.teachers)})

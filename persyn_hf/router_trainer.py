@@ -17,6 +17,7 @@ from transformers import EvalPrediction, PreTrainedTokenizerBase, Trainer, Train
 from persyn_hf.cards import PERSYN_CITATION, hub_link
 from persyn_hf.contracts import validate
 from persyn_hf.errors import ConfigError, DataError
+from persyn_hf.rewards import check_alpha
 from persyn_hf.router import PersynRouterModel, reward_pairs
 from persyn_hf.teachers import TeacherSpec
 from persyn_hf.templates import template_path
@@ -76,8 +77,8 @@ class RouterConfig(TrainingArguments):
     )
 
     def __post_init__(self):
-        if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
-            raise ConfigError(f"`alpha` must be in [0, 1], got {self.alpha}.")
+        if self.alpha is not None:
+            check_alpha(self.alpha)
         for name in ("student", "alpha"):
             if getattr(self, name) is not None:
                 warnings.warn(

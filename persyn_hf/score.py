@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING
 from persyn_hf.configs import DTYPES, INFERENCE_DTYPE, check_choice, check_positive
 from persyn_hf.contracts import CONTRACTS, StageResult, prompt_messages
 from persyn_hf.errors import ConfigError, DataError
-from persyn_hf.learnability import LearnabilityConfig, LearnabilityScores, prepare_student, score_learnability
+from persyn_hf.learnability import (
+    ENGINE_ERROR,
+    LearnabilityConfig,
+    LearnabilityScores,
+    prepare_student,
+    score_learnability,
+)
 from persyn_hf.rewards import (
     NORMALIZATIONS,
     QUALITY_SCORERS,
@@ -30,7 +36,7 @@ from persyn_hf.rewards import (
     check_scorer_inputs,
     mix_rewards,
 )
-from persyn_hf.store import ArtifactStore, data_file
+from persyn_hf.store import ArtifactStore, atomic_write, data_file
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -156,18 +162,27 @@ def scoring_rows(generations: Dataset, prompts: Dataset) -> Dataset:
     return rows
 
 
-def cached(cache: Path | None, kind: str, key: list, compute):
+def cached(cache: Path | None, kind: str, key: list, compute, keep=lambda value: True):
     """`compute()`, or what an earlier run stored in `cache` for the same `key` (JSON): scores already computed are
-    never lost when a later step fails, and runs that only re-mix them (another α) do not compute them again."""
+    never lost when a later step fails, and runs that only re-mix them (another α) do not compute them again.
+
+    The file is written atomically; one that cannot be read (e.g. cut short by a full disk) is computed again. A
+    value that `keep` refuses (scores a server failed to compute) is not stored: the next run computes it again."""
     digest = hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:16]
     path = cache / f"{kind}-{digest}.json" if cache is not None else None
     if path is not None and path.is_file():
-        logger.info("Reusing the %s scores stored in %s", kind, path)
-        return json.loads(path.read_text())
+        try:
+            value = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            logger.warning("The %s scores stored in %s cannot be read (%s): computing them again.", kind, path, error)
+        else:
+            logger.info("Reusing the %s scores stored in %s", kind, path)
+            return value
     value = compute()
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(value))
+    if path is not None and not keep(value):
+        logger.warning("The %s scores are not kept: some failed on the server; run again to compute them.", kind)
+    elif path is not None:
+        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(value)))
     return value
 
 
@@ -219,6 +234,7 @@ def score_responses(
                 show_progress=show_progress,
             )
         ),
+        keep=lambda learned: ENGINE_ERROR not in learned["nan_reasons"],
     )
     return quality, LearnabilityScores(**learned)
 
@@ -305,8 +321,7 @@ def run(
         "learnability": learned.summary(),
         "count_end_of_turn": learnability.count_end_of_turn,
     }
-    location = store.location(args.scores_repo_id)
-    if state.is_main_process:
-        location = store.save_dataset(args.scores_repo_id, scores, card=scores_card(args, scoring, scores, summary))
-    state.wait_for_everyone()
+    location = store.save_dataset_from_main(
+        args.scores_repo_id, scores, card=scores_card(args, scoring, scores, summary)
+    )
     return StageResult(scores, location, summary)

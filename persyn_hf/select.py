@@ -103,7 +103,8 @@ class SelectionConfig:
             across the teachers of each prompt, which keeps the ratio meaningful for reward models with negative
             logits).
         normalization (`str`, *optional*, defaults to `"minmax"`):
-            Per-prompt normalisation used when rewards are recomputed (ablations) and for `car_quality: normalized`.
+            Per-prompt normalisation used when rewards are recomputed (ablations); `car_quality: normalized` is
+            always min-max.
         seed (`int`, *optional*, defaults to `42`):
             Seed of `mix`.
         router (`str`, *optional*): Deprecated name of `router_repo_id`.
@@ -129,7 +130,7 @@ class SelectionConfig:
     car_beta: float = field(default=1.0, metadata={"help": "Weight of the student's loss in CAR (car)."})
     car_quality: str = field(default="raw", metadata={"help": "Reward CAR averages: raw or normalized."})
     normalization: str = field(
-        default="minmax", metadata={"help": "Per-prompt normalisation for ablations and CAR: minmax or zscore."}
+        default="minmax", metadata={"help": "Per-prompt normalisation of the ablations: minmax or zscore."}
     )
     seed: int = field(default=42, metadata={"help": "Seed of `mix`."})
     router: str | None = field(default=None, metadata={"help": "Deprecated: use `router_repo_id`."})
@@ -293,7 +294,7 @@ def car(prompts, scores, teachers: list[TeacherSpec], config: SelectionConfig) -
     scores = _require_scores(scores, "car", ("quality", "learnability"))
     quality = scores["quality"]
     if config.car_quality == "normalized":
-        quality = normalize_per_prompt(scores["prompt_id"], quality, config.normalization).tolist()
+        quality = normalize_per_prompt(scores["prompt_id"], quality, "minmax").tolist()
     mean_quality = mean_per_teacher(scores, names, quality)
     if np.nanmin(mean_quality) < 0:
         logger.warning("CAR: some teachers' mean raw quality is negative; consider `car_quality: normalized`.")
@@ -338,7 +339,10 @@ def select_teachers(prompts: Dataset, scores: Dataset | None, teachers: list[Tea
 
 
 def run(args: SelectArguments, selection: SelectionConfig, store: ArtifactStore | None = None) -> StageResult:
-    """Assign the prompts with the configured strategy; returns the assignments and `{"allocation": ...}`."""
+    """Assign the prompts with the configured strategy; returns the assignments and `{"allocation": ...}`.
+
+    Under `accelerate launch` every process assigns every prompt (`persyn` routes them split across the processes)
+    and only the main process writes."""
     from persyn_hf.route import allocation
     from persyn_hf.router import PersynRouterConfig
 
@@ -352,6 +356,6 @@ def run(args: SelectArguments, selection: SelectionConfig, store: ArtifactStore 
             selection.router_repo_id, "router_repo_id", model_type=PersynRouterConfig.model_type
         )
     assignments = select_teachers(prompts, scores, teachers, selection)
-    location = store.save_dataset(args.assignments_repo_id, assignments)
+    location = store.save_dataset_from_main(args.assignments_repo_id, assignments)
     summary = {"strategy": selection.strategy, "allocation": allocation(assignments, [t.name for t in teachers])}
     return StageResult(assignments, location, summary)

@@ -11,6 +11,7 @@ pickle.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -108,6 +109,7 @@ def student_card(
 
     base_model = model_args.model_name_or_path
     base_model_is_local = os.path.isdir(base_model)
+    rewards = [reward for reward in dataset["reward"] if reward is not None and math.isfinite(reward)]
     counts = Counter(dataset["teacher"])
     allocation = [(teacher, n, n / len(dataset)) for teacher, n in counts.most_common()]
     strategy = dataset_strategy(dataset, script_args.dataset_repo_id)
@@ -131,7 +133,8 @@ def student_card(
         strategy=strategy,
         router_name=script_args.router_repo_id,
         num_examples=len(dataset),
-        mean_reward=sum(dataset["reward"]) / len(dataset),
+        mean_reward=sum(rewards) / len(rewards) if rewards else None,
+        num_rewarded=len(rewards),
         allocation=allocation,
         learning_rate=training_args.learning_rate,
         num_train_epochs=training_args.num_train_epochs,

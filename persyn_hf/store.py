@@ -188,7 +188,7 @@ class ArtifactStore:
         target = Path(self.location(repo_id))
         with _claimed(target, files):
             for path_in_repo, local_path in files.items():
-                _atomic_write(target / path_in_repo, lambda tmp, source=local_path: shutil.copy(source, tmp))
+                atomic_write(target / path_in_repo, lambda tmp, source=local_path: shutil.copy(source, tmp))
 
     # Datasets -------------------------------------------------------------------------------------
 
@@ -216,13 +216,24 @@ class ArtifactStore:
         path = data_file(config_name, split)
         readme = target / "README.md"
         with _claimed(target, [path, "README.md"]):
-            _atomic_write(target / path, lambda tmp: dataset.to_parquet(tmp))
+            atomic_write(target / path, lambda tmp: dataset.to_parquet(tmp))
             metadata, body = _read_card(readme)
             if card is not None:
                 metadata, body = _split_card(str(card))
             metadata["configs"] = _merge_config(metadata.get("configs", []), config_name, split, path)
-            _atomic_write(readme, lambda tmp: Path(tmp).write_text(_join_card(metadata, body)))
+            atomic_write(readme, lambda tmp: Path(tmp).write_text(_join_card(metadata, body)))
         return str(target)
+
+    def save_dataset_from_main(self, repo_id: str, dataset: Dataset, **kwargs) -> str:
+        """`save_dataset` (same keyword arguments) on the main process only, the others waiting for it: a stage under
+        `accelerate launch` whose processes all hold the whole dataset writes it once. Returns `location`."""
+        from accelerate import PartialState
+
+        state = PartialState()
+        if state.is_main_process:
+            self.save_dataset(repo_id, dataset, **kwargs)
+        state.wait_for_everyone()
+        return self.location(repo_id)
 
     def load_dataset(
         self,
@@ -379,7 +390,7 @@ class _claimed:
 
     def __exit__(self, *exc) -> None:
         manifest = sorted({*_manifest(self.target), *self.names})
-        _atomic_write(self.target / MANIFEST, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
+        atomic_write(self.target / MANIFEST, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
 
 
 def _swap(staged: Path, target: Path) -> None:
@@ -400,7 +411,7 @@ def _make_readable(folder: Path) -> None:
         path.chmod(DIR_MODE if path.is_dir() else FILE_MODE)
 
 
-def _atomic_write(path: Path, write: Callable[[str], object]) -> None:
+def atomic_write(path: Path, write: Callable[[str], object]) -> None:
     """Write through `write(tmp_path)` then rename, so a crash never leaves a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")

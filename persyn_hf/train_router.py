@@ -9,6 +9,7 @@ backbone, Hit@k, and the student and α that the scores' card records), and load
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -45,7 +46,8 @@ class TrainRouterArguments:
             none. The split is drawn with the training `seed`.
         pairs_repo_id (`str`, *optional*):
             Artifact to also write the explicit pairwise dataset to (`prompt_id`, `teacher_a`, `teacher_b`, `label`;
-            C(n, 2) rows per prompt), for inspection or publication. Training never reads it.
+            at most C(n, 2) rows per prompt: ties and missing rewards are left out), for inspection or publication.
+            Training never reads it.
         max_train_prompts (`int`, *optional*):
             Train on only this many of the training prompts (drawn with the `seed`), the held-out ones unchanged:
             how the router's quality grows with its training data (paper Fig. 5).
@@ -134,15 +136,26 @@ def check_teachers(scores: Dataset, teachers: list[str], source: str) -> None:
         )
 
 
-def split_rows(rows: Dataset, eval_size: float, seed: int) -> tuple[Dataset, Dataset | None]:
-    """(train, eval) router rows; eval is None when `eval_size` is 0."""
+def split_rows(
+    rows: Dataset, eval_size: float, seed: int, max_train_prompts: int | None = None
+) -> tuple[Dataset, Dataset | None]:
+    """(train, eval) router rows, drawn with `seed`: `eval_size` prompts held out (eval is None when it is 0), and at
+    most `max_train_prompts` of the others to train on."""
     if eval_size == 0:
-        return rows, None
-    test_size = int(eval_size) if eval_size >= 1 else eval_size
-    if (test_size if isinstance(test_size, int) else round(test_size * len(rows))) >= len(rows):
-        raise ConfigError(f"`eval_size={eval_size}` would hold out all {len(rows)} prompts: lower it.")
-    split = rows.train_test_split(test_size=test_size, seed=seed)
-    return split["train"], split["test"]
+        train, held_out = rows.shuffle(seed=seed), None
+    else:
+        test_size = int(eval_size) if eval_size >= 1 else eval_size
+        num_test = test_size if isinstance(test_size, int) else math.ceil(test_size * len(rows))  # as `datasets`
+        if num_test >= len(rows):
+            raise ConfigError(
+                f"`eval_size: {eval_size}` holds out {num_test} of the {len(rows)} prompts (a fraction is rounded "
+                "up), leaving none to train on: lower it, or set it to 0 to hold out none."
+            )
+        split = rows.train_test_split(test_size=test_size, seed=seed)
+        train, held_out = split["train"], split["test"]
+    if max_train_prompts is not None:
+        train = train.select(range(min(max_train_prompts, len(train))))
+    return train, held_out
 
 
 def scores_provenance(store: ArtifactStore, scores_repo_id: str, training_args) -> tuple[str | None, float | None]:
@@ -209,9 +222,7 @@ def run(
     check_teachers(scores, names, args.teachers)
     student, alpha = scores_provenance(store, args.scores_repo_id, training_args)
     rows = router_rows(scores, prompts, names)
-    train_rows, eval_rows = split_rows(rows, args.eval_size, training_args.seed)
-    if args.max_train_prompts is not None:
-        train_rows = train_rows.select(range(min(args.max_train_prompts, len(train_rows))))
+    train_rows, eval_rows = split_rows(rows, args.eval_size, training_args.seed, args.max_train_prompts)
     set_seed(training_args.seed)  # the head's initial weights too: the same seed, the same router
     router, tokenizer = PersynRouterModel.from_backbone(
         backbone,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import select
+import signal
 import subprocess
 import sys
 import threading
@@ -61,20 +62,26 @@ class _MathVerifyWorkers:
             stderr=subprocess.DEVNULL,
             text=True,
         )
-        if self._reply(worker, WORKER_START_TIMEOUT_S) != "ready":
+        if self._reply(worker, WORKER_START_TIMEOUT_S) == "ready":
+            return worker
+        if worker.returncode == -signal.SIGKILL:  # killed by `_reply`: no answer in time
             raise RuntimeError(f"A math-verify worker did not start within {WORKER_START_TIMEOUT_S} s.")
-        return worker
+        raise RuntimeError(
+            f"A math-verify worker exited at start with code {worker.returncode}: math-verify is likely not "
+            f"importable by {sys.executable}; install it there (`pip install math-verify`)."
+        )
 
     @staticmethod
     def _reply(worker: subprocess.Popen, timeout_s: float) -> str | None:
-        """The worker's next answer, or `None` (and the worker killed) if none comes within `timeout_s`."""
+        """The worker's next answer, or `None` if it exits or none comes within `timeout_s` (then it is killed)."""
         ready, _, _ = select.select([worker.stdout], [], [], timeout_s)
         line = worker.stdout.readline() if ready else ""
-        if not line:
+        if line:
+            return json.loads(line)
+        if not ready:
             worker.kill()
-            worker.wait()
-            return None
-        return json.loads(line)
+        worker.wait()  # its output closed: it is exiting
+        return None
 
     def check(self, gold: str, response: str, timeout_s: float) -> str:
         with self._lock:

@@ -7,11 +7,12 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from persyn_hf.rewards import QUALITY_SCORERS, encode_conversations, reward_model_quality
+from persyn_hf.errors import ConfigError, DataError
+from persyn_hf.rewards import QUALITY_SCORERS, check_scorer_inputs, encode_conversations, reward_model_quality
 from persyn_hf.score import ScoringConfig
 from persyn_hf.testing.fixtures import build_reward_model
 from persyn_hf.testing.templates import template_tokenizer
-from persyn_hf.verify import check_answer, verify_answer
+from persyn_hf.verify import WORKER_START_TIMEOUT_S, _MathVerifyWorkers, check_answer, verify_answer
 
 # sympy evaluates this exactly, in C, for longer than anyone would wait: only killing the process stops it.
 PATHOLOGICAL = r"The answer is \boxed{9^{9^{9^{9}}} + 1}"
@@ -101,6 +102,44 @@ def test_reward_model_reads_each_conversation_as_its_template_writes_it(name):
     assert scores == pytest.approx(alone, abs=1e-5)
 
 
+def test_a_reward_model_without_a_pad_token_id_pools_with_its_tokenizers(tiny_tokenizer):
+    model = build_reward_model(tiny_tokenizer)
+    model.config.pad_token_id = None
+    messages, responses = ROWS["messages"], ROWS["response"]
+    scores = reward_model_quality(model, tiny_tokenizer, messages, responses, batch_size=3, show_progress=False)
+    assert model.config.pad_token_id == tiny_tokenizer.pad_token_id
+    encoded = encode_conversations(tiny_tokenizer, messages, responses, max_length=512)
+    with torch.no_grad():
+        alone = [model(torch.tensor([ids])).logits[0, 0].item() for ids in encoded]
+    assert len(set(map(len, encoded))) == 3 and scores == pytest.approx(alone, abs=1e-5)  # padded to the longest
+
+
+def test_a_reward_model_whose_pad_token_id_differs_from_its_tokenizers_is_refused(tiny_tokenizer):
+    model = build_reward_model(tiny_tokenizer)
+    model.config.pad_token_id = tiny_tokenizer.eos_token_id
+    with pytest.raises(
+        ConfigError,
+        match=rf"config has `pad_token_id` {tiny_tokenizer.eos_token_id} but its tokenizer's pad token '<\|pad\|>' "
+        rf"has id {tiny_tokenizer.pad_token_id}.*set `pad_token_id` to {tiny_tokenizer.pad_token_id}",
+    ):
+        reward_model_quality(model, tiny_tokenizer, ROWS["messages"], ROWS["response"], show_progress=False)
+
+
+def test_a_pad_token_the_template_writes_is_refused():
+    tokenizer = template_tokenizer("llama3_1")
+    tokenizer.pad_token = "<|eot_id|>"  # pad = eos, which ends every turn: the head would score the token before
+    model = build_reward_model(tokenizer)
+    with pytest.raises(
+        ConfigError,
+        match=r"pad token '<\|eot_id\|>' \(id \d+\) appears in 3 conversations \(first: row 0\).*"
+        r"a pad token its chat template never writes",
+    ):
+        reward_model_quality(model, tokenizer, ROWS["messages"], ROWS["response"], show_progress=False)
+    tokenizer.pad_token = None
+    with pytest.raises(ConfigError, match="tokenizer has no `pad_token`, needed to batch: give the reward model's"):
+        reward_model_quality(model, tokenizer, ROWS["messages"], ROWS["response"], show_progress=False)
+
+
 def test_a_conversation_longer_than_the_reward_models_context_gets_nan(tiny_tokenizer, caplog):
     model = build_reward_model(tiny_tokenizer, max_position_embeddings=64)
     fits = len(encode_conversations(tiny_tokenizer, ROWS["messages"][:1], ROWS["response"][:1], 64)[0])
@@ -128,10 +167,10 @@ def test_math_verify_and_precomputed_scorers(caplog):
         ROWS, ScoringConfig(quality_scorer="precomputed", quality_column="rm_score")
     )
     assert precomputed[0] == 0.5 and math.isnan(precomputed[1]) and precomputed[2] == 2.0
-    with pytest.raises(ValueError, match=r"`quality_column` 'reward' is not a column of the generations"):
-        QUALITY_SCORERS["precomputed"](ROWS, ScoringConfig(quality_scorer="precomputed", quality_column="reward"))
-    with pytest.raises(ValueError, match=r"lacks column\(s\) \['answer'\].*gold answers"):
-        QUALITY_SCORERS["math_verify"](ROWS.remove_columns("answer"), math_config)
+    with pytest.raises(DataError, match=r"`quality_column` 'reward' is not a column of the generations"):
+        check_scorer_inputs(ROWS, ScoringConfig(quality_scorer="precomputed", quality_column="reward"))
+    with pytest.raises(DataError, match=r"lacks column\(s\) \['answer'\].*gold answers"):
+        check_scorer_inputs(ROWS.remove_columns("answer"), math_config)
 
 
 def test_scoring_config_errors_list_the_choices():
@@ -146,3 +185,14 @@ def test_scoring_config_errors_list_the_choices():
         ScoringConfig()
     with pytest.raises(ValueError, match="`quality_scorer: precomputed` needs `quality_column`"):
         ScoringConfig(quality_scorer="precomputed")
+
+
+def test_a_math_verify_worker_that_exits_at_start_says_so_at_once(tmp_path, monkeypatch):
+    broken = tmp_path / "math_verify"
+    broken.mkdir()
+    (broken / "__init__.py").write_text("raise ImportError('a broken install')\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # the worker, a fresh interpreter, imports this math_verify
+    start = time.perf_counter()
+    with pytest.raises(RuntimeError, match=r"worker exited at start with code 1: .*`pip install math-verify`"):
+        _MathVerifyWorkers().check("1", "The answer is 1.", timeout_s=5.0)
+    assert time.perf_counter() - start < WORKER_START_TIMEOUT_S / 4

@@ -16,10 +16,12 @@ from transformers import AutoModel
 
 import persyn_hf  # noqa: F401  (registers the router with AutoModel)
 from persyn_hf.cli import main as cli_main
+from persyn_hf.errors import ConfigError
 from persyn_hf.router import PersynRouterModel
 from persyn_hf.router_trainer import RouterCollator, RouterConfig, router_card, router_metrics, train_router
 from persyn_hf.store import ArtifactStore
 from persyn_hf.teachers import load_teachers
+from persyn_hf.train_router import split_rows
 
 NAN = float("nan")
 TEACHERS = ["terse", "short-cot", "long-cot"]
@@ -299,3 +301,25 @@ def test_max_train_prompts_trains_on_fewer_prompts_and_keeps_the_held_out_ones(t
     card = Path(ArtifactStore(inputs["store_root"]).location("test/router-5"), "README.md").read_text()
     assert "On 6 held-out prompts" in card  # the same held-out split as with every training prompt
     assert "| Training prompts | 5 (" in card
+
+
+def test_an_eval_size_that_leaves_no_training_prompt_is_a_config_error():
+    rows = router_rows(3)
+    train, held_out = split_rows(rows, 0.6, seed=0)  # a fraction is rounded up, as `datasets` does: ceil(1.8) = 2
+    assert (len(train), len(held_out)) == (1, 2)
+    with pytest.raises(ConfigError, match=r"`eval_size: 0.8` holds out 3 of the 3 prompts \(a fraction is rounded"):
+        split_rows(rows, 0.8, seed=0)  # ceil(2.4) = 3
+    with pytest.raises(ConfigError, match=r"`eval_size: 3` holds out 3 of the 3 prompts.*set it to 0"):
+        split_rows(rows, 3, seed=0)
+
+
+def test_max_train_prompts_are_drawn_with_the_seed_even_without_held_out_prompts():
+    rows = router_rows(24)
+    drawn = {seed: list(split_rows(rows, 0, seed, max_train_prompts=5)[0]["prompt_id"]) for seed in (0, 1)}
+    assert drawn[0] != drawn[1] and list(rows["prompt_id"][:5]) not in drawn.values()
+    assert all(len(set(ids)) == 5 and set(ids) <= set(rows["prompt_id"]) for ids in drawn.values())
+    assert (
+        list(split_rows(rows, 0, 0, max_train_prompts=5)[0]["prompt_id"]) == drawn[0]
+    )  # the same seed, the same draw
+    train, held_out = split_rows(rows, 6, 42, max_train_prompts=5)
+    assert len(train) == 5 and len(held_out) == 6 and not set(train["prompt_id"]) & set(held_out["prompt_id"])

@@ -144,3 +144,34 @@ def test_route_verb_under_accelerate_with_two_processes(tmp_path, router_and_tok
     torch.testing.assert_close(
         torch.tensor(assignments["router_scores"]), torch.tensor(expected["router_scores"]), atol=1e-5, rtol=1e-4
     )
+
+
+# Each of two processes on CPUs (`cpu=True`: gloo) runs `persyn-hf select` in a folder of its own, with its own store.
+SELECT_IN_RANK_FOLDER = """
+import os
+from accelerate import PartialState
+from persyn_hf.cli import main
+os.chdir(f"rank{PartialState(cpu=True).process_index}")
+main(["select", "--config", "../select.yaml"])
+"""
+
+
+@pytest.mark.slow
+def test_select_on_two_processes_writes_from_the_main_process_only(tmp_path, prompts):
+    teachers = [{"name": name, "model_id": f"org/{name}", "family": "Tiny", "size_b": 1} for name in TEACHERS]
+    (tmp_path / "teachers.yaml").write_text(yaml.safe_dump({"teachers": teachers}))
+    config = {"prompts_repo_id": "test/prompts", "teachers": str(tmp_path / "teachers.yaml"), "strategy": "mix"}
+    config.update(assignments_repo_id="test/assignments", store_root="store")  # relative: the process's own store
+    (tmp_path / "select.yaml").write_text(yaml.safe_dump(config))
+    for rank in (0, 1):
+        ArtifactStore(tmp_path / f"rank{rank}" / "store").save_dataset("test/prompts", prompts)
+    (tmp_path / "run.py").write_text(SELECT_IN_RANK_FOLDER)
+    # torchrun, which `accelerate launch --multi_gpu` runs (`accelerate launch --cpu` starts a single process)
+    port = str(free_port())
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", "run.py"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": REPO_ROOT}
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stdout.count("Wrote 7 assignments (mix)") == 1
+    assert len(ArtifactStore(tmp_path / "rank0" / "store").load_dataset("test/assignments")) == 7
+    assert not (tmp_path / "rank1" / "store" / "test" / "assignments").exists()

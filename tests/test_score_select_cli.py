@@ -1,3 +1,4 @@
+import json
 import math
 import os
 import subprocess
@@ -175,6 +176,26 @@ def test_learnability_on_an_openai_server_equals_local_and_nan_reasons_are_print
     assert engine[:5] == pytest.approx(local[:5], abs=1e-4) and math.isnan(engine[5]) and math.isnan(local[5])
 
 
+def test_learnability_a_server_failed_is_computed_again_on_the_next_run(store, tiny_qwen2_path, capsys):
+    from persyn_hf.testing.server import TeacherServer
+
+    with TeacherServer() as down:  # answers the probe, but without a model fails every request (HTTP 400)
+        port = down.port
+        engine_options = {"learnability_backend": "openai", "learnability_base_url": down.url}
+        cli(["score", *score_argv(store, tiny_qwen2_path, **engine_options)])
+    assert "learnability: 0 of 6 responses scored; NaN: 6 engine_error" in capsys.readouterr().out
+    assert all(math.isnan(value) for value in store.load_dataset("local/scores")["learnability"])
+    with TeacherServer(model_path=tiny_qwen2_path, port=port) as server:  # the same URL, now serving the student
+        cli(["score", *score_argv(store, tiny_qwen2_path, scores_repo_id="local/scores-again", **engine_options)])
+        assert server.stats["requests_completions"] == 6
+    model = AutoModelForCausalLM.from_pretrained(tiny_qwen2_path)
+    messages = [[{"role": "user", "content": p}] for p in PROMPTS["prompt"]] * 2
+    local = learnability_scores(
+        model, AutoTokenizer.from_pretrained(tiny_qwen2_path), messages, GENERATIONS["response"]
+    )
+    assert store.load_dataset("local/scores-again")["learnability"] == pytest.approx(local.scores, abs=1e-4)
+
+
 def test_scores_are_kept_so_another_alpha_only_remixes_them(store, tiny_qwen2_path, caplog):
     cli(["score", *score_argv(store, tiny_qwen2_path)])
     caplog.clear()
@@ -193,3 +214,19 @@ def test_scores_are_kept_so_another_alpha_only_remixes_them(store, tiny_qwen2_pa
     for i in range(3):
         terse, verbose = first["learnability"][i], first["learnability"][i + 3]
         assert again["reward"][i] == float(terse > verbose) and again["reward"][i + 3] == float(verbose > terse)
+
+
+def test_a_damaged_score_cache_is_computed_again(store, tiny_qwen2_path, caplog):
+    cli(["score", *score_argv(store, tiny_qwen2_path)])
+    kept = sorted(Path(store.root, ".persyn-results", "scores").glob("*.json"))
+    assert [path.name.split("-")[0] for path in kept] == ["learnability", "quality"]
+    for path in kept:  # cut short, as a full disk or a killed run leaves a file
+        path.write_text(path.read_text()[: len(path.read_text()) // 2])
+    caplog.clear()
+    with caplog.at_level("INFO", logger="persyn_hf"):
+        cli(["score", *score_argv(store, tiny_qwen2_path, scores_repo_id="local/scores-again")])
+    assert caplog.text.count("cannot be read") == 2 and "Reusing" not in caplog.text
+    first, again = store.load_dataset("local/scores"), store.load_dataset("local/scores-again")
+    assert again["quality"] == first["quality"] == [1.0, 1.0, 0.0, 1.0, 0.0, 1.0]
+    assert again["learnability"] == pytest.approx(first["learnability"], abs=1e-6)
+    assert all(json.loads(path.read_text()) for path in kept)  # written whole again

@@ -1,5 +1,6 @@
 """The SFT stage: `persyn-hf sft` from the real recipes on tiny local models, completion-only loss, LoRA."""
 
+import math
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from trl import ModelConfig, SFTConfig
 
 from persyn_hf import cli
 from persyn_hf.scripts.sft import make_parser
-from persyn_hf.sft import make_trainer
+from persyn_hf.sft import SFTScriptArguments, make_trainer, student_card
 from persyn_hf.store import ArtifactStore
 
 RECIPES = Path(__file__).parent.parent / "recipes"
@@ -90,6 +91,20 @@ def test_sft_full_recipe_trains_and_saves_student_with_card(tiny_qwen2_path, sto
     assert "| `long_cot` | 2 | 50.0% |" in card.text and "| `terse` | 1 | 25.0% |" in card.text
     assert "| Mean reward of the kept responses | 0.3750 |" in card.text  # (0 + .25 + .5 + .75) / 4
     assert "| Learning rate | 0.01 |" in card.text and "| Max sequence length | 64 |" in card.text
+
+
+@pytest.mark.parametrize(
+    ("rewards", "shown"), [([math.nan] * 4, "not scored"), ([0.5, math.nan, 0.25, math.nan], "0.3750 (the 2 scored)")]
+)
+def test_the_card_gives_the_mean_of_the_scored_rewards(tmp_path, rewards, shown):
+    dataset = Dataset.from_list([dict(row, reward=reward) for row, reward in zip(sft_rows(), rewards)])
+    card = student_card(
+        dataset,
+        SFTScriptArguments(dataset_repo_id="me/math-personalized", student_repo_id="me/student"),
+        SFTConfig(output_dir=str(tmp_path), report_to="none", bf16=False),
+        ModelConfig(model_name_or_path="Qwen/Qwen2.5-1.5B-Instruct"),
+    )
+    assert f"| Mean reward of the kept responses | {shown} |" in card.text  # (0.5 + 0.25) / 2
 
 
 def test_sft_lora_recipe_saves_loadable_adapter(tiny_llama_path, store, tmp_path):

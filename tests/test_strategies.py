@@ -92,23 +92,28 @@ def test_strong_family_strong_and_mix(scores):
     assert first["router_scores"][0] == [] and first["prompt_id"][:3] == [0, 1, 2]
 
 
-def test_car_trades_quality_against_the_students_loss():
-    # one prompt: raw quality X 10, Y 8, Z 0; student loss X 4, Y 1, Z 1
-    raw = {
-        "prompt_id": ["p0"] * 3,
-        "teacher": ["X", "Y", "Z"],
-        "quality": [10.0, 8.0, 0.0],
-        "learnability": [-4.0, -1.0, -1.0],
-    }
-    teachers = [TeacherSpec(name=n, model_id=n, family="f", size_b=1) for n in "XYZ"]
-    prompts = PROMPTS.select([0])
+# one prompt: raw quality X 10, Y 8, Z 0; student loss X 4, Y 1, Z 1
+CAR_SCORES = Dataset.from_dict(
+    {"prompt_id": ["p0"] * 3, "teacher": ["X", "Y", "Z"], "quality": [10.0, 8.0, 0.0], "learnability": [-4.0, -1, -1]}
+)
+CAR_TEACHERS = [TeacherSpec(name=n, model_id=n, family="f", size_b=1) for n in "XYZ"]
 
+
+def test_car_trades_quality_against_the_students_loss():
     def car(beta):
         config = SelectionConfig(strategy="car", car_beta=beta)
-        return select_teachers(prompts, Dataset.from_dict(raw), teachers, config)["teacher"]
+        return select_teachers(PROMPTS.select([0]), CAR_SCORES, CAR_TEACHERS, config)["teacher"]
 
     assert car(0.0) == ["X"]  # quality alone
     assert car(1.0) == ["Y"]  # CAR: X 10/(1+4) = 2, Y 8/(1+1) = 4, Z 0
+
+
+def test_car_normalized_quality_is_min_max_whatever_the_normalization(caplog):
+    config = SelectionConfig(strategy="car", car_quality="normalized", normalization="zscore")
+    with caplog.at_level("INFO", logger="persyn_hf"):
+        select_teachers(PROMPTS.select([0]), CAR_SCORES, CAR_TEACHERS, config)
+    # min-max quality X 1, Y 0.8, Z 0: CAR X 1/(1+4) = 0.2, Y 0.8/(1+1) = 0.4, Z 0
+    assert "CAR per teacher: {'X': 0.2, 'Y': 0.4, 'Z': 0.0}" in caplog.text
 
 
 def test_errors_name_the_fix(scores):

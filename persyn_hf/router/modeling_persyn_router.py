@@ -3,7 +3,7 @@
 For a prompt x the router gives π(x) ∈ R^n, one score per teacher. The probability that teacher b is a better
 teacher than teacher a for x is σ(π_b(x) − π_a(x)) (Bradley-Terry, PerSyn Eq. 3), and the router is trained with
 binary cross-entropy on the pairs ranked by the reward of Eq. 2 (Eq. 4). All pairs of a prompt share one π(x), so one
-backbone pass per prompt serves all its C(n, 2) pairs.
+backbone pass per prompt serves all its pairs (at most C(n, 2): ties and missing rewards are left out).
 """
 
 from __future__ import annotations
@@ -46,8 +46,10 @@ def reward_pairs(teacher_rewards: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 def bradley_terry_loss(scores: torch.Tensor, pairs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy of σ(s_b − s_a) against the labels, averaged over all pairs (PerSyn Eq. 4).
 
-    Every pair weighs the same, whichever prompt it comes from, exactly as the mean over the rows of the paper's
-    pairwise dataset. A batch without any pair gives a zero loss that still depends on `scores`.
+    Within a batch every pair weighs the same, whichever prompt it comes from. Batches hold prompts, not pairs, and
+    each batch's mean counts the same in training however many pairs it holds, so over an epoch this is the mean over
+    the pairwise dataset's rows only when every batch holds as many pairs. A batch without any pair gives a zero loss
+    that still depends on `scores`.
     """
     if pairs.shape[0] == 0:
         return scores.sum() * 0.0

@@ -23,11 +23,15 @@ from persyn_hf.store import ArtifactStore, StoreArguments
 
 
 def main(args: SelectArguments, selection: SelectionConfig, store_args: StoreArguments) -> None:
+    from accelerate import PartialState
+
     result = run(args, selection, ArtifactStore.from_args(store_args))
     summary = result.summary
-    print(
-        f"Wrote {len(result.artifact)} assignments ({summary['strategy']}) to {result.location}: {summary['allocation']}"
-    )
+    if PartialState().is_main_process:
+        print(
+            f"Wrote {len(result.artifact)} assignments ({summary['strategy']}) to {result.location}: "
+            f"{summary['allocation']}"
+        )
 
 
 def make_parser():
