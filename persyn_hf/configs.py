@@ -1,4 +1,4 @@
-"""The vocabulary every stage's config shares: field checks, the dtype rule, and renamed fields.
+"""The vocabulary every stage's config shares: field checks, the dtype rule, renamed fields, and the process state.
 
 **dtype.** Every stage that *runs* a model (score, route, select, eval, local teachers) loads it with `dtype: auto`,
 in the dtype its weights were saved in: a bfloat16 checkpoint stays bfloat16 (half the memory), a router trained in
@@ -56,3 +56,12 @@ def renamed(config, old: str, new: str, default=None) -> None:
         raise ConfigError(f"Both `{old}` (deprecated) and `{new}` are set, to different values: keep `{new}` only.")
     setattr(config, new, value)
     setattr(config, old, None)
+
+
+def process_state():
+    """This process's place in a multi-process launch (`accelerate launch`, `torchrun`): accelerate's `PartialState`,
+    told to run on CPU on a machine without an accelerator (else each process of a CPU launch would run alone)."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.accelerator.is_available())

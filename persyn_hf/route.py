@@ -9,16 +9,19 @@ split across the processes and gathered back in order.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from persyn_hf.configs import DTYPES, INFERENCE_DTYPE, check_choice, check_positive
+from persyn_hf.configs import DTYPES, INFERENCE_DTYPE, check_choice, check_positive, process_state
 from persyn_hf.contracts import CONTRACTS, StageResult, prompt_text, validate
 from persyn_hf.errors import DataError
 from persyn_hf.store import ArtifactStore, data_file
 
 if TYPE_CHECKING:
     from datasets import Dataset
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -89,13 +92,12 @@ def prompt_texts(prompts: Dataset, prompt_column: str = "prompt") -> list[str]:
 
 def load_router(location: str, dtype: str = INFERENCE_DTYPE):
     """The router and its tokenizer from a folder or a Hub id, in `dtype`, on this process's device, in eval mode."""
-    from accelerate import PartialState
     from transformers import AutoModel, AutoTokenizer
 
     from persyn_hf.router import register
 
     register()
-    router = AutoModel.from_pretrained(location, dtype=dtype).to(PartialState().device).eval()
+    router = AutoModel.from_pretrained(location, dtype=dtype).to(process_state().device).eval()
     return router, AutoTokenizer.from_pretrained(location)
 
 
@@ -106,14 +108,15 @@ def route_prompts(router, tokenizer, prompts: Dataset, batch_size: int = 64, pro
     in `router.config.teachers` order). Under `accelerate launch`, every process routes a contiguous share of the
     prompts on its own device and all processes get the whole dataset back.
     """
-    from accelerate import PartialState
     from accelerate.utils import gather_object
     from datasets import Dataset
 
     if len(prompts) == 0:
         raise DataError("The prompts dataset is empty: nothing to route.")
     texts = prompt_texts(prompts, prompt_column)
-    state = PartialState()
+    state = process_state()
+    if state.is_main_process:
+        logger.info(f"Routing {len(prompts)} prompts over {state.num_processes} process(es)")
     with state.split_between_processes(list(range(len(prompts)))) as indices:
         teachers, scores = router.route(
             [texts[i] for i in indices], tokenizer, batch_size=batch_size, show_progress=state.is_local_main_process

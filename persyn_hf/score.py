@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from persyn_hf.configs import DTYPES, INFERENCE_DTYPE, check_choice, check_positive
+from persyn_hf.configs import DTYPES, INFERENCE_DTYPE, check_choice, check_positive, process_state
 from persyn_hf.contracts import CONTRACTS, StageResult, prompt_messages
 from persyn_hf.errors import ConfigError, DataError
 from persyn_hf.learnability import (
@@ -279,13 +279,12 @@ def run(
 
     Every input is checked before any model is loaded; under `accelerate launch` only the main process writes.
     """
-    from accelerate import PartialState
     from accelerate.utils import gather_object
     from datasets import Dataset
 
     store = store or ArtifactStore()
     learnability = learnability or LearnabilityConfig()
-    state = PartialState()
+    state = process_state()
     store.check_output(args.scores_repo_id, "scores_repo_id", files=[data_file()])
     student = store.resolve_model(args.student, "student", hub_ids=True)
     reward_model = scoring.reward_model and store.resolve_model(scoring.reward_model, "reward_model", hub_ids=True)
@@ -297,6 +296,8 @@ def run(
     rows = scoring_rows(generations, prompts)
     check_scorer_inputs(rows, scorer)
     cache = Path(store.root, ".persyn-results", "scores")  # keyed by what was scored; kept when pushing too
+    if state.is_main_process:
+        logger.info(f"Scoring {len(rows)} responses over {state.num_processes} process(es)")
     with state.split_between_processes(list(range(len(rows)))) as shard:
         quality, learned = score_responses(
             rows.select(shard), student, scorer, learnability, state.device, state.is_local_main_process, cache

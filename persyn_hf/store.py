@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from persyn_hf.configs import process_state
 from persyn_hf.contracts import validate
 from persyn_hf.errors import ArtifactNotFoundError, ConfigError, DataError, OutputError
 
@@ -227,9 +228,8 @@ class ArtifactStore:
     def save_dataset_from_main(self, repo_id: str, dataset: Dataset, **kwargs) -> str:
         """`save_dataset` (same keyword arguments) on the main process only, the others waiting for it: a stage under
         `accelerate launch` whose processes all hold the whole dataset writes it once. Returns `location`."""
-        from accelerate import PartialState
 
-        state = PartialState()
+        state = process_state()
         if state.is_main_process:
             self.save_dataset(repo_id, dataset, **kwargs)
         state.wait_for_everyone()

@@ -268,12 +268,11 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-def test_train_router_under_accelerate_with_two_processes(tmp_path, tiny_qwen2_path):
+def test_train_router_in_two_processes(tmp_path, tiny_qwen2_path):
     inputs = write_inputs(tmp_path)
-    command = [
-        *(sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2"),
-        *("--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"),
-        *("--main_process_port", str(free_port()), "-m", "persyn_hf.scripts.train_router"),
+    command = [  # what `accelerate launch --num_processes 2` runs: torchrun, two processes
+        *(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())),
+        *("-m", "persyn_hf.scripts.train_router"),
         *("--config", RECIPE, *overrides(inputs, tiny_qwen2_path), "--per_device_train_batch_size", "3"),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
@@ -282,7 +281,9 @@ def test_train_router_under_accelerate_with_two_processes(tmp_path, tiny_qwen2_p
     assert result.stdout.count("Saved the router to") == 1  # the main process saves, once
     location = ArtifactStore(inputs["store_root"]).location("test/router")
     assert type(AutoModel.from_pretrained(location)) is PersynRouterModel
-    assert "| Hit@3 |" in Path(location, "README.md").read_text()
+    card = Path(location, "README.md").read_text()
+    # 3 prompts a process x 2 accumulation steps (the recipe) x 2 processes
+    assert "| Hit@3 |" in card and "| Effective batch size | 12 prompts |" in card
 
 
 def test_an_eval_split_without_comparable_pairs_trains_without_evaluation(tmp_path, fresh_router):

@@ -125,18 +125,18 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-def test_route_verb_under_accelerate_with_two_processes(tmp_path, router_and_tokenizer, prompts):
+def test_route_verb_in_two_processes(tmp_path, router_and_tokenizer, prompts):
     router, tokenizer = router_and_tokenizer
     config = write_inputs(tmp_path, router, tokenizer, prompts)
-    command = [
-        *(sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2"),
-        *("--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"),
-        *("--main_process_port", str(free_port()), "-m", "persyn_hf.scripts.route", "--config", config),
+    command = [  # what `accelerate launch --num_processes 2` runs: torchrun, two processes
+        *(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())),
+        *("-m", "persyn_hf.scripts.route", "--config", config),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     assert result.stdout.count("Wrote 7 assignments") == 1  # gathered on the main process, written once
+    assert "Routing 7 prompts over 2 process(es)" in result.stderr
     assignments = load_assignments(tmp_path)
     expected = route_prompts(router, tokenizer, prompts)
     assert assignments["prompt_id"] == expected["prompt_id"]  # 4 + 3 prompts, gathered back in order

@@ -1,6 +1,7 @@
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +53,12 @@ def store(tmp_path, monkeypatch):
     store.save_dataset("local/prompts", Dataset.from_dict(PROMPTS))
     store.save_dataset("local/generations", Dataset.from_dict(GENERATIONS))
     return store
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def score_argv(store, student, **overrides):
@@ -141,13 +148,12 @@ def test_a_teacher_missing_for_some_prompts_gives_nan_not_a_crash(store, tiny_qw
 
 @pytest.mark.slow
 @pytest.mark.parametrize("quality_scorer", ["math_verify", "reward_model"])
-def test_score_under_accelerate_with_two_processes_matches_one(
-    store, tiny_qwen2_path, tiny_reward_model_path, quality_scorer
-):
+def test_score_in_two_processes_matches_one(store, tiny_qwen2_path, tiny_reward_model_path, quality_scorer):
     options = {"quality_scorer": quality_scorer, "reward_model": tiny_reward_model_path}
     cli(["score", *score_argv(store, tiny_qwen2_path, **options)])
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes=2", "--num_machines=1"]
-    launch += ["--mixed_precision=no", "--dynamo_backend=no", "-m", "persyn_hf.scripts.score"]
+    # what `accelerate launch --num_processes 2` runs: torchrun, two processes
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}"]
+    launch += ["-m", "persyn_hf.scripts.score"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     argv = score_argv(store, tiny_qwen2_path, scores_repo_id="local/scores-2proc", **options)
     result = subprocess.run(launch + argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
@@ -158,6 +164,7 @@ def test_score_under_accelerate_with_two_processes_matches_one(
     assert len(set(one["quality"])) == (2 if quality_scorer == "math_verify" else 6)  # correct/not, or six logits
     assert two["learnability"] == pytest.approx(one["learnability"], abs=1e-5)
     assert result.stdout.count("Wrote 6 scores") == 1  # written once, by the main process
+    assert "Scoring 6 responses over 2 process(es)" in result.stderr
 
 
 def test_learnability_on_an_openai_server_equals_local_and_nan_reasons_are_printed(store, tiny_qwen2_path, capsys):

@@ -20,16 +20,15 @@ accelerate launch --config_file recipes/accelerate_configs/ddp.yaml --num_proces
 """
 
 from persyn_hf.cli import run_script
+from persyn_hf.configs import process_state
 from persyn_hf.route import RouteConfig, run
 from persyn_hf.scripts.parser import RecipeParser
 from persyn_hf.store import ArtifactStore, StoreArguments
 
 
 def main(config: RouteConfig, store_args: StoreArguments) -> None:
-    from accelerate import PartialState
-
     result = run(config, ArtifactStore.from_args(store_args))
-    if PartialState().is_main_process:
+    if process_state().is_main_process:
         print(f"Wrote {len(result.artifact)} assignments to {result.location}: {result.summary['allocation']}")
 
 

@@ -31,6 +31,7 @@ persyn-hf score --config recipes/Qwen2.5-1.5B-Instruct/score/config_instruct.yam
 """
 
 from persyn_hf.cli import run_script
+from persyn_hf.configs import process_state
 from persyn_hf.learnability import LearnabilityConfig
 from persyn_hf.score import ScoreArguments, ScoringConfig, run
 from persyn_hf.scripts.parser import RecipeParser
@@ -40,10 +41,8 @@ from persyn_hf.store import ArtifactStore, StoreArguments
 def main(
     args: ScoreArguments, scoring: ScoringConfig, learnability: LearnabilityConfig, store_args: StoreArguments
 ) -> None:
-    from accelerate import PartialState
-
     result = run(args, scoring, learnability, ArtifactStore.from_args(store_args))
-    if PartialState().is_main_process:
+    if process_state().is_main_process:
         quality_missing = result.summary["quality_missing"]
         print(f"Wrote {len(result.artifact)} scores to {result.location}")
         print(result.summary["learnability"] + (f"; {quality_missing} without a quality" if quality_missing else ""))

@@ -17,17 +17,16 @@ persyn-hf select --config recipes/Qwen2.5-1.5B-Instruct/select/config_baselines_
 """
 
 from persyn_hf.cli import run_script
+from persyn_hf.configs import process_state
 from persyn_hf.scripts.parser import RecipeParser
 from persyn_hf.select import SelectArguments, SelectionConfig, run
 from persyn_hf.store import ArtifactStore, StoreArguments
 
 
 def main(args: SelectArguments, selection: SelectionConfig, store_args: StoreArguments) -> None:
-    from accelerate import PartialState
-
     result = run(args, selection, ArtifactStore.from_args(store_args))
     summary = result.summary
-    if PartialState().is_main_process:
+    if process_state().is_main_process:
         print(
             f"Wrote {len(result.artifact)} assignments ({summary['strategy']}) to {result.location}: "
             f"{summary['allocation']}"
