@@ -23,11 +23,13 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from persyn_hf.errors import ConfigError, OutputError
 from persyn_hf.teachers.spec import TeacherSpec
 
 RESULTS_FILE = "results.jsonl"
 MANIFEST_FILE = "manifest.json"
 LOCK_FILE = ".lock"
+KEY_FIELDS = ("prompt_id", "teacher", "sample_index")
 
 
 def teacher_fingerprint(spec: TeacherSpec) -> str:
@@ -60,9 +62,9 @@ class ResultStore:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._lock.close()
-            raise RuntimeError(
-                f"Another run is writing to the results store {str(self.directory)!r}; wait for it or use another "
-                "`results_dir`."
+            raise OutputError(
+                f"Another run is writing to the results store {str(self.directory)!r}; wait for it to end, or use "
+                "another `results_dir`."
             ) from None
         try:
             self._check_manifest()
@@ -92,14 +94,22 @@ class ResultStore:
 
     def _check_manifest(self) -> None:
         path = self.directory / MANIFEST_FILE
-        manifest = json.loads(path.read_text()) if path.exists() else {}
+        try:
+            manifest = json.loads(path.read_bytes()) if path.exists() else {}
+        except ValueError:
+            manifest = None
+        if not isinstance(manifest, dict):
+            raise OutputError(
+                f"{str(path)!r} is not a results store's manifest (a JSON object of teacher fingerprints): choose "
+                f"another `results_dir`, or delete {str(self.directory)!r} if it is a damaged results store."
+            )
         changed = [
             spec.name
             for spec in self.teachers
             if spec.name in manifest and manifest[spec.name] != teacher_fingerprint(spec)
         ]
         if changed:
-            raise ValueError(
+            raise ConfigError(
                 f"Teachers {changed} changed `model_id`, `model_path` or `generation` since their samples were stored "
                 f"in {str(self.directory)!r}; use a new `results_dir`, or delete that directory to regenerate."
             )
@@ -122,11 +132,13 @@ class ResultStore:
         for number, line in enumerate(data[:complete].splitlines(), start=1):
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(
-                    f"{str(path)!r} line {number} is not a JSON record ({error}); fix or remove it"
+                self.records.setdefault(self.key(record), record)
+            except (ValueError, TypeError, KeyError) as error:
+                raise OutputError(
+                    f"{str(path)!r} line {number} is not a results record, a JSON object with {list(KEY_FIELDS)} "
+                    f"({type(error).__name__}: {error}): choose another `results_dir`, or remove that line if "
+                    f"{str(self.directory)!r} is a damaged results store."
                 ) from None
-            self.records.setdefault(self.key(record), record)
 
     @staticmethod
     def key(record: dict) -> tuple:
