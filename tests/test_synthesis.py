@@ -225,6 +225,19 @@ def test_a_rerun_generates_only_what_is_missing(tmp_path):
         synthesize(prompts, [changed], config)
 
 
+def test_a_run_that_stored_nothing_resumes_with_its_teacher_fixed(tmp_path):
+    """A fingerprint is recorded with a teacher's first sample: settings that stored nothing may change."""
+    prompts = Dataset.from_dict({"prompt_id": [0, 1], "prompt": ["q0", "q1"]})
+    config = SynthesisConfig(results_dir=str(tmp_path), **QUIET)
+    with TeacherServer(max_total_tokens=16) as server:
+        with pytest.raises(SynthesisError, match=r"2 x .*HTTP 422: `max_new_tokens` must be <= 16"):
+            synthesize(prompts, [remote("t", server.url, generation={"max_new_tokens": 100})], config)
+        generations, _ = synthesize(prompts, [remote("t", server.url, generation={"max_new_tokens": 8})], config)
+    assert generations["prompt_id"] == [0, 1]
+    with pytest.raises(ConfigError, match=r"Teachers \['t'\] changed `model_id`, `model_path` or `generation`"):
+        synthesize(prompts, [remote("t", "http://127.0.0.1:9", generation={"max_new_tokens": 4})], config)
+
+
 @pytest.mark.parametrize(
     ("change", "column"),
     [({"prompt": ["other question"]}, None), ({"answer": ["8"]}, None), ({}, "seed")],

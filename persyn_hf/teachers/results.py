@@ -6,9 +6,10 @@ Layout of a results directory:
   arrives: at once, or inside an event loop at the end of the loop iteration it arrived in, before any further
   answer is read, with one system call for all the records of that iteration. A record torn by a killed process
   is cut off when the store reopens; nothing else is lost.
-- `manifest.json`: each teacher's fingerprint (`model_id`, a local teacher's `model_path`, and generation
-  parameters). Reopening the store with a teacher whose fingerprint changed is an error: its stored samples answer
-  different settings. Each record also holds a hash of the request it answers (see `generate.Job.request`).
+- `manifest.json`: the fingerprint (`model_id`, a local teacher's `model_path`, and generation parameters) of each
+  teacher with stored samples, written when its first sample is stored. Reopening the store with a teacher whose
+  fingerprint changed is an error: its stored samples answer different settings. Each record also holds a hash of
+  the request it answers (see `generate.Job.request`).
 - `.lock`: held while a run writes, so two runs never write one store.
 """
 
@@ -48,8 +49,9 @@ class ResultStore:
 
     def __init__(self, directory: str | Path, teachers: Iterable[TeacherSpec]):
         self.directory = Path(directory)
-        self.teachers = list(teachers)
+        self.fingerprints = {spec.name: teacher_fingerprint(spec) for spec in teachers}
         self.records: dict[tuple, dict] = {}
+        self._manifest: dict[str, str] = {}  # the fingerprints of the teachers with stored samples
         self._pending: list[bytes] = []  # lines not written yet (inside an event loop, until its iteration ends)
         self._write_error: OSError | None = None  # of a write at the end of a loop iteration, raised by `append`
         self._file = None
@@ -67,8 +69,9 @@ class ResultStore:
                 "another `results_dir`."
             ) from None
         try:
-            self._check_manifest()
+            self._manifest = self._read_manifest()
             self._load()
+            self._check_fingerprints()
         except Exception:
             self._release()
             raise
@@ -92,7 +95,7 @@ class ResultStore:
         fcntl.flock(self._lock, fcntl.LOCK_UN)
         self._lock.close()
 
-    def _check_manifest(self) -> None:
+    def _read_manifest(self) -> dict[str, str]:
         path = self.directory / MANIFEST_FILE
         try:
             manifest = json.loads(path.read_bytes()) if path.exists() else {}
@@ -103,21 +106,27 @@ class ResultStore:
                 f"{str(path)!r} is not a results store's manifest (a JSON object of teacher fingerprints): choose "
                 f"another `results_dir`, or delete {str(self.directory)!r} if it is a damaged results store."
             )
+        return manifest
+
+    def _check_fingerprints(self) -> None:
+        """Refuse teachers whose stored samples were generated with other settings."""
+        stored = {teacher for _, teacher, _ in self.records}
         changed = [
-            spec.name
-            for spec in self.teachers
-            if spec.name in manifest and manifest[spec.name] != teacher_fingerprint(spec)
+            name
+            for name, fingerprint in self.fingerprints.items()
+            if name in stored and self._manifest.get(name, fingerprint) != fingerprint
         ]
         if changed:
             raise ConfigError(
                 f"Teachers {changed} changed `model_id`, `model_path` or `generation` since their samples were stored "
                 f"in {str(self.directory)!r}; use a new `results_dir`, or delete that directory to regenerate."
             )
-        manifest.update({spec.name: teacher_fingerprint(spec) for spec in self.teachers})
+
+    def _write_manifest(self) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{MANIFEST_FILE}-")
         with os.fdopen(fd, "w") as file:
-            json.dump(manifest, file, indent=2, sort_keys=True)
-        os.replace(tmp, path)
+            json.dump(self._manifest, file, indent=2, sort_keys=True)
+        os.replace(tmp, self.directory / MANIFEST_FILE)
 
     def _load(self) -> None:
         """Read every complete record; cut off a last line torn by a killed process."""
@@ -155,6 +164,10 @@ class ResultStore:
         key = self.key(record)
         if key in self.records:
             raise ValueError(f"Sample {key} is already stored; the store never holds a key twice")
+        fingerprint = self.fingerprints.get(record["teacher"])
+        if fingerprint is not None and self._manifest.get(record["teacher"]) != fingerprint:  # its first sample
+            self._manifest[record["teacher"]] = fingerprint
+            self._write_manifest()
         self._pending.append(json.dumps(record, ensure_ascii=False).encode() + b"\n")
         self.records[key] = record
         try:
