@@ -103,6 +103,13 @@ def write_inputs(root: Path, lm: str) -> None:
     pq.write_table(pa.table({**openr1, "uuid": ["m0", "m1", "m0"]}), root / "openr1-dup.parquet")
     pq.write_table(pa.table({**openr1, "uuid": ["m0", "m1", "m2"]}), root / "openr1.parquet")
     (root / "not-a-model").mkdir()
+    for folder, name, text in (
+        ("mine", "notes.txt", "the user's own"),
+        ("other-manifest", "manifest.json", '{"my": "notes"}'),
+        ("other-results", "results.jsonl", '{"a": 1}\n{"b": 2}'),  # no newline at the end: not a torn record
+    ):
+        (root / folder).mkdir()
+        (root / folder / name).write_text(text)
 
 
 @pytest.fixture(scope="module")
@@ -322,6 +329,26 @@ CASES = {
         {**GENERATE, "results_dir": "{w}/store/u/file"},
         1,
         "`results_dir` '{w}/store/u/file' cannot be written: '{w}/store/u/file' is a file, not a folder",
+    ),
+    "generate: results_dir holds the user's own files": Case(
+        ["generate"],
+        {**GENERATE, "results_dir": "{w}/mine"},
+        1,
+        "`results_dir` '{w}/mine' is not a results store: it holds ['notes.txt'] and no manifest.json; choose a new "
+        "or empty folder as `results_dir`.",
+    ),
+    "generate: results_dir holds another program's manifest.json": Case(
+        ["generate"],
+        {**GENERATE, "results_dir": "{w}/other-manifest"},
+        1,
+        "'{w}/other-manifest/manifest.json' is not a results store's manifest",
+    ),
+    "generate: results_dir holds another program's results.jsonl": Case(
+        ["generate"],
+        {**GENERATE, "results_dir": "{w}/other-results"},
+        1,
+        "'{w}/other-results/results.jsonl' line 1 is not a results record, a JSON object with ['prompt_id', "
+        "'teacher', 'sample_index'] (KeyError: 'prompt_id')",
     ),
     "generate: output location is a file": Case(
         ["generate"],

@@ -300,6 +300,12 @@ def test_a_damaged_store_is_refused_with_its_fix(tmp_path, name, text, match):
         pass
 
 
+def test_the_manifest_is_readable_by_others(tmp_path):
+    with ResultStore(tmp_path, [remote("t", "http://127.0.0.1:9")]) as store:
+        store.append(json.loads(RECORD))
+    assert (tmp_path / MANIFEST_FILE).stat().st_mode & 0o777 == 0o644
+
+
 def test_a_torn_last_record_is_cut_off(tmp_path):
     record = {"prompt_id": 1, "teacher": "t", "sample_index": 0, "text": "x"}
     (tmp_path / RESULTS_FILE).write_text(json.dumps(record) + "\n" + '{"prompt_id": 2, "tea')

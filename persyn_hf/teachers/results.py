@@ -11,6 +11,11 @@ Layout of a results directory:
   fingerprint changed is an error: its stored samples answer different settings. Each record also holds a hash of
   the request it answers (see `generate.Job.request`).
 - `.lock`: held while a run writes, so two runs never write one store.
+
+A folder that is not empty is opened only if it is a results store: it has a `manifest.json` of this shape, or holds
+only these files. Every record is checked before a torn one is cut off, and a manifest is rewritten only once read
+as one, so nothing of another program is changed. The manifest is written as the artifact store writes its files:
+atomically, and readable by others (0644).
 """
 
 from __future__ import annotations
@@ -20,17 +25,19 @@ import fcntl
 import hashlib
 import json
 import os
-import tempfile
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
 from persyn_hf.errors import ConfigError, OutputError
+from persyn_hf.store import _atomic_write
 from persyn_hf.teachers.spec import TeacherSpec
 
 RESULTS_FILE = "results.jsonl"
 MANIFEST_FILE = "manifest.json"
 LOCK_FILE = ".lock"
 KEY_FIELDS = ("prompt_id", "teacher", "sample_index")
+FINGERPRINT = re.compile(r"[0-9a-f]{16}")
 
 
 def teacher_fingerprint(spec: TeacherSpec) -> str:
@@ -58,8 +65,11 @@ class ResultStore:
         self._lock = None
 
     def __enter__(self) -> ResultStore:
+        self._check_folder()
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.directory / LOCK_FILE, "w")  # noqa: SIM115 - held for the store's lifetime
+        lock = self.directory / LOCK_FILE
+        created = not lock.exists()
+        self._lock = open(lock, "w")  # noqa: SIM115 - held for the store's lifetime
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -73,6 +83,8 @@ class ResultStore:
             self._load()
             self._check_fingerprints()
         except Exception:
+            if created:  # a folder that is not a store is left as it was
+                lock.unlink()
             self._release()
             raise
         self._file = open(self.directory / RESULTS_FILE, "ab", buffering=0)  # noqa: SIM115 - `flush` writes
@@ -95,13 +107,33 @@ class ResultStore:
         fcntl.flock(self._lock, fcntl.LOCK_UN)
         self._lock.close()
 
+    def _check_folder(self) -> None:
+        """Refuse a folder with files other than a store's and no manifest: it is not a results store."""
+        if not self.directory.is_dir() or (self.directory / MANIFEST_FILE).exists():
+            return
+        own = (RESULTS_FILE, LOCK_FILE)
+        foreign = sorted(
+            path.name
+            for path in self.directory.iterdir()
+            if path.name not in own and not path.name.startswith(f".{MANIFEST_FILE}-")  # a killed manifest write
+        )
+        if foreign:
+            raise OutputError(
+                f"`results_dir` {str(self.directory)!r} is not a results store: it holds {foreign[:5]} and no "
+                f"{MANIFEST_FILE}; choose a new or empty folder as `results_dir`."
+            )
+
     def _read_manifest(self) -> dict[str, str]:
         path = self.directory / MANIFEST_FILE
+        if not path.exists():
+            return {}
         try:
-            manifest = json.loads(path.read_bytes()) if path.exists() else {}
+            manifest = json.loads(path.read_bytes())
         except ValueError:
             manifest = None
-        if not isinstance(manifest, dict):
+        if not isinstance(manifest, dict) or not all(
+            isinstance(value, str) and FINGERPRINT.fullmatch(value) for value in manifest.values()
+        ):
             raise OutputError(
                 f"{str(path)!r} is not a results store's manifest (a JSON object of teacher fingerprints): choose "
                 f"another `results_dir`, or delete {str(self.directory)!r} if it is a damaged results store."
@@ -123,21 +155,16 @@ class ResultStore:
             )
 
     def _write_manifest(self) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{MANIFEST_FILE}-")
-        with os.fdopen(fd, "w") as file:
-            json.dump(self._manifest, file, indent=2, sort_keys=True)
-        os.replace(tmp, self.directory / MANIFEST_FILE)
+        text = json.dumps(self._manifest, indent=2, sort_keys=True)
+        _atomic_write(self.directory / MANIFEST_FILE, lambda tmp: Path(tmp).write_text(text))
 
     def _load(self) -> None:
-        """Read every complete record; cut off a last line torn by a killed process."""
+        """Read every complete record, all checked first; then cut off a last line torn by a killed process."""
         path = self.directory / RESULTS_FILE
         if not path.exists():
             return
         data = path.read_bytes()
         complete = data.rfind(b"\n") + 1
-        if complete < len(data):
-            with open(path, "r+b") as file:
-                file.truncate(complete)
         for number, line in enumerate(data[:complete].splitlines(), start=1):
             try:
                 record = json.loads(line)
@@ -148,6 +175,9 @@ class ResultStore:
                     f"({type(error).__name__}: {error}): choose another `results_dir`, or remove that line if "
                     f"{str(self.directory)!r} is a damaged results store."
                 ) from None
+        if complete < len(data):
+            with open(path, "r+b") as file:
+                file.truncate(complete)
 
     @staticmethod
     def key(record: dict) -> tuple:
