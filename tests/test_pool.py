@@ -259,6 +259,38 @@ def test_a_dead_teacher_is_given_up_in_time_while_the_others_finish(death, tmp_p
     ), str(error.value)
 
 
+@pytest.fixture
+def paused_teacher(monkeypatch):
+    """A teacher whose first request opens its circuit (HTTP 503) and whose second, the half-open trial, hangs."""
+    monkeypatch.setenv("TEACHER_KEY", "key")
+    with TeacherServer(api_key="key") as server:
+        server.faults.slow_s = 30
+        server.faults.script.extend(["503", "slow"])
+        yield server, remote("a", server.url, backend_args={"api_key_env": "TEACHER_KEY"})
+
+
+async def trial_in_flight(pool: TeacherPool, server: TeacherServer) -> asyncio.Task:
+    """The task of a request that opened the circuit and is now the half-open trial, hanging on the server."""
+    trial = asyncio.create_task(pool.request("a", MESSAGES))
+    while server.stats["requests"] < 2:
+        await asyncio.sleep(0.01)
+    return trial
+
+
+def test_a_cancelled_trial_lets_the_next_request_through(paused_teacher):
+    server, spec = paused_teacher
+    config = PoolConfig(max_consecutive_failures=1, teacher_down_timeout_s=30, probe_interval_s=0.2, **FAST)
+
+    async def run():
+        async with TeacherPool([spec], config) as pool:
+            trial = await trial_in_flight(pool, server)
+            trial.cancel()  # as `asyncio.wait_for` does to a request that runs out of time
+            return await asyncio.wait_for(pool.request("a", MESSAGES), 10)  # a hang guard
+
+    assert asyncio.run(run()).text
+    assert server.stats["completions"] == 1
+
+
 def test_concurrency_is_bounded_per_teacher_and_overall():
     prompts = Dataset.from_dict({"prompt_id": list(range(24)), "prompt": ["q"] * 24})
     with TeacherServer(latency_s=0.05) as a, TeacherServer(latency_s=0.05) as b:

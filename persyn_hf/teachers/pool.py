@@ -204,8 +204,8 @@ class CircuitBreaker:
     - closed: requests flow;
     - open: `max_consecutive_failures` attempts in a row found the teacher not answering; requests wait, and the
       teacher is probed every `probe_interval_s`;
-    - half-open: a probe answered; one trial request goes through. Its success closes the circuit, a failure that
-      finds the teacher down again opens it;
+    - half-open: a probe answered; one trial request goes through (when it ends, cancelled too, another may). Its
+      success closes the circuit, a failure that finds the teacher down again opens it;
     - given up: not answering for `teacher_down_timeout_s` since the first failure of the streak, with no trial
       in flight; every waiting request fails with `TeacherDown`, and so does every later one.
 
@@ -246,8 +246,6 @@ class CircuitBreaker:
     def record(self, down_error: str | None, trial: bool) -> None:
         """The outcome of an attempt: `down_error` when it found the teacher not answering, `None` when the teacher
         answered (with a result or with an error of the request's own)."""
-        if trial:
-            self._trial = False
         if self.state == GIVEN_UP:
             return
         if down_error is None:
@@ -271,6 +269,12 @@ class CircuitBreaker:
             self._set(OPEN)
             if self._down_for() >= self.config.teacher_down_timeout_s:
                 self._give_up()
+
+    def end_trial(self) -> None:
+        """The trial request is over, whatever became of it (cancelled too): another request may be the trial."""
+        self._trial = False
+        if self.state == HALF_OPEN:
+            self._set(HALF_OPEN)  # wakes a waiting request
 
     async def _watch(self) -> None:
         """While not closed: probe when open (an answer makes it half-open); give up once down too long."""
@@ -394,20 +398,24 @@ class TeacherPool:
         while True:
             trial = False if breaker.state == CLOSED else await breaker.admit(attempt)  # closed: no wait, no coroutine
             attempt += 1
-            async with self._slots, slots:
-                try:
-                    result = await method(backend)
-                except Exception as error:  # classified below: retried, or recorded
-                    retryable, down, status = classify(error)
-                    breaker.record(describe(error) if down else None, trial)
-                    if not retryable or attempt > self.config.max_retries:
-                        verdict = "not retryable" if not retryable else f"gave up after {attempt} attempts"
-                        cause = f"HTTP {status}" if status is not None else type(error).__name__
-                        raise RequestFailed(f"{describe(error)} ({verdict})", status, attempt, cause) from error
-                    delay = self._backoff(attempt, error)
-                else:
-                    breaker.record(None, trial)
-                    return result, attempt
+            try:
+                async with self._slots, slots:
+                    try:
+                        result = await method(backend)
+                    except Exception as error:  # classified below: retried, or recorded
+                        retryable, down, status = classify(error)
+                        breaker.record(describe(error) if down else None, trial)
+                        if not retryable or attempt > self.config.max_retries:
+                            verdict = "not retryable" if not retryable else f"gave up after {attempt} attempts"
+                            cause = f"HTTP {status}" if status is not None else type(error).__name__
+                            raise RequestFailed(f"{describe(error)} ({verdict})", status, attempt, cause) from error
+                        delay = self._backoff(attempt, error)
+                    else:
+                        breaker.record(None, trial)
+                        return result, attempt
+            finally:
+                if trial:
+                    breaker.end_trial()
             await asyncio.sleep(delay)
 
     async def request(self, teacher: str, messages: list[dict], seed: int | None = None) -> Completion:
