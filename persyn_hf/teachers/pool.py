@@ -85,8 +85,9 @@ class PoolConfig:
     """How the pool talks to teachers.
 
     A request is retried at most `max_retries` times against a teacher that answers. While its teacher is paused it
-    waits instead, spending no retries, for at most `teacher_down_timeout_s`: then the teacher is given up and every
-    prompt it has left fails at once, with the error that started the outage. With fewer requests in flight than
+    waits instead, spending no retries. A teacher that still does not answer its probes `teacher_down_timeout_s`
+    after its outage began is given up (within one `probe_interval_s`) and every prompt it has left fails at once,
+    with the error that started the outage. With fewer requests in flight than
     `max_consecutive_failures`, one request may spend that many attempts before its teacher is paused: keep
     `max_retries` at least `max_consecutive_failures` - 1 to ride out a restart at any concurrency.
 
@@ -106,8 +107,9 @@ class PoolConfig:
             after which it is paused and probed (its circuit opens). Five: a dead server fails every request in
             flight within milliseconds, while five independent failures in a row are rare on a live one.
         teacher_down_timeout_s (`float`, *optional*, defaults to `300.0`):
-            A teacher not answering for this long is given up. Five minutes rides out a restart with margin (vLLM
-            took 76-112 s to come back); a dead teacher costs that long while the other teachers keep working.
+            A teacher still not answering its probes this long after its outage began is given up. Five minutes
+            rides out a restart with margin (vLLM took 76-112 s to come back); a dead teacher costs that long while
+            the other teachers keep working.
         probe_interval_s (`float`, *optional*, defaults to `10.0`):
             Seconds between two probes of a paused teacher: work resumes within this long of its return.
         probe_timeout_s (`float`, *optional*, defaults to `10.0`):
@@ -204,10 +206,13 @@ class CircuitBreaker:
     - closed: requests flow;
     - open: `max_consecutive_failures` attempts in a row found the teacher not answering; requests wait, and the
       teacher is probed every `probe_interval_s`;
-    - half-open: a probe answered; one trial request goes through (when it ends, cancelled too, another may). Its
-      success closes the circuit, a failure that finds the teacher down again opens it;
-    - given up: not answering for `teacher_down_timeout_s` since the first failure of the streak, with no trial
-      in flight; every waiting request fails with `TeacherDown`, and so does every later one.
+    - half-open: a probe answered; one trial request goes through (when it ends, cancelled too, another may), and
+      the probes go on. The trial's success closes the circuit; a failure that finds the teacher down, or a probe
+      that does not answer, opens it again;
+    - given up: still open (its last probe unanswered) `teacher_down_timeout_s` after the first failure of the
+      streak, at that deadline (no probe runs past it) or within one `probe_interval_s` of it; or a trial finding
+      the teacher down after it. A teacher whose last probe answered is given up only by its trial. Every waiting
+      request fails with `TeacherDown`, and so does every later one.
 
     Args:
         name: The teacher's name, for messages.
@@ -277,29 +282,36 @@ class CircuitBreaker:
             self._set(HALF_OPEN)  # wakes a waiting request
 
     async def _watch(self) -> None:
-        """While not closed: probe when open (an answer makes it half-open); give up once down too long."""
+        """While not closed: probe every `probe_interval_s`, each probe bounded by the time left; give up once open
+        at the deadline."""
         config = self.config
-        while True:
+        while self.state != GIVEN_UP:  # a trial that found the teacher down after the deadline gave it up
             left = config.teacher_down_timeout_s - self._down_for()
-            await asyncio.sleep(config.probe_interval_s if left <= 0 else min(config.probe_interval_s, left))
-            if self.state == GIVEN_UP:  # a trial failed after the deadline
-                return
-            if self._down_for() >= config.teacher_down_timeout_s and not self._trial:
+            if self.state == OPEN and left <= 0:
                 self._give_up()
                 return
-            if self.state == OPEN:
-                await self._probe_once()
+            if self.state == OPEN and left < config.probe_interval_s:
+                await asyncio.sleep(left)  # the deadline comes before the next probe
+                continue
+            await asyncio.sleep(config.probe_interval_s)
+            left = config.teacher_down_timeout_s - self._down_for()
+            if left > 0 or self.state == HALF_OPEN:
+                await self._probe_once(min(config.probe_timeout_s, left) if left > 0 else config.probe_timeout_s)
 
-    async def _probe_once(self) -> None:
+    async def _probe_once(self, timeout_s: float) -> None:
+        """Probe within `timeout_s`: an answer makes an open circuit half-open, no answer a half-open one open."""
+        answered = False
         try:
-            await self._probe(self.config.probe_timeout_s)
+            await self._probe(timeout_s)
         except EndpointError as error:
             self.last_probe = error.answer
         except Exception as error:  # any failure to answer keeps the teacher paused
             self.last_probe = describe(error)
         else:
-            self.last_probe = "answered"
-            self._set(HALF_OPEN)
+            self.last_probe, answered = "answered", True
+        state = HALF_OPEN if answered else OPEN
+        if self.state in (OPEN, HALF_OPEN) and self.state != state:
+            self._set(state)
 
     def _give_up(self) -> None:
         self.given_up = (
