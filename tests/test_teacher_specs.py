@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from persyn_hf.errors import ConfigError
 from persyn_hf.generate import SynthesisConfig, num_samples
 from persyn_hf.teachers import TeacherSpec, load_teachers
 from persyn_hf.teachers.spec import LocalConfig, OpenAIConfig, TGIConfig
@@ -125,3 +126,5 @@ def test_synthesis_config_checks_its_values():
         SynthesisConfig(samples_small=0)
     with pytest.raises(ValueError, match="`max_concurrency` must be at least 1, got 0"):
         SynthesisConfig(max_concurrency=0)
+    with pytest.raises(ConfigError, match="`request_timeout_s` must be positive, got 0"):
+        SynthesisConfig(request_timeout_s=0)

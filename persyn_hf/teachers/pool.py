@@ -95,7 +95,7 @@ class PoolConfig:
         max_concurrency (`int`, *optional*, defaults to `256`):
             Most requests in flight over all teachers (each teacher also has its own `max_concurrency`).
         request_timeout_s (`float`, *optional*, defaults to `600.0`):
-            Time-out of one request to a remote teacher, in seconds.
+            Time-out of one request to a remote teacher, in seconds (positive).
         max_retries (`int`, *optional*, defaults to `8`):
             Retries of one request after a retryable error, before it is recorded as a failure.
         backoff_base_s (`float`, *optional*, defaults to `1.0`):
@@ -135,9 +135,8 @@ class PoolConfig:
 
     def __post_init__(self):
         check_positive(self, "max_concurrency", "max_consecutive_failures")
-        check_non_negative(self, "request_timeout_s", "backoff_base_s", "backoff_max_s", "max_retries")
-        check_non_negative(self, "teacher_down_timeout_s")
-        for name in ("probe_interval_s", "probe_timeout_s"):
+        check_non_negative(self, "backoff_base_s", "backoff_max_s", "max_retries", "teacher_down_timeout_s")
+        for name in ("request_timeout_s", "probe_interval_s", "probe_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"`{name}` must be positive, got {getattr(self, name)!r}")
 
