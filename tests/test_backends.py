@@ -110,6 +110,15 @@ def test_stop_sequences_end_the_response(backend, model_server, tiny_llama_path,
     assert (completion.text, completion.finish_reason) == (text[: text.index(stop)], "stop")
 
 
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_a_stop_string_is_one_stop_sequence(backend, model_server, tiny_llama_path, reference, hub_client_online):
+    text, _, _ = reference[0]
+    assert set(text) & set("</answer>")  # the answer holds some of its characters, never the whole
+    spec = teacher(model_server, tiny_llama_path, {"max_new_tokens": 8, "stop": "</answer>"}, **BACKENDS[backend])
+    [completion] = generate(spec, CONVERSATIONS[:1])
+    assert (completion.text, completion.finish_reason) == (text, "length")
+
+
 @pytest.mark.parametrize("backend", ["tgi-generate", "openai", "openai-hub"])
 def test_sampling_is_seeded_per_request(backend, model_server, tiny_llama_path, hub_client_online):
     spec = teacher(model_server, tiny_llama_path, {"max_new_tokens": 12, "temperature": 1.5}, **BACKENDS[backend])

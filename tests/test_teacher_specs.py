@@ -98,6 +98,13 @@ def test_bad_backend_args_values():
         TeacherSpec(**spec(backend_args={"batch_size": 0})).options()
 
 
+def test_a_stop_string_is_one_stop_sequence():
+    [teacher] = load_teachers([spec(generation={"stop": "</answer>", "max_new_tokens": 4})])
+    assert teacher.generation == {"stop": ["</answer>"], "max_new_tokens": 4}
+    with pytest.raises(ConfigError, match=r"`generation.stop` must be a string or a list of strings, got \[1\]"):
+        load_teachers([spec(generation={"stop": [1]})])
+
+
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [

@@ -108,7 +108,8 @@ class TeacherSpec:
         backend: One of `tgi`, `openai`, `local`.
         base_url: Endpoint of a `tgi` or `openai` backend.
         model_path: Path or Hub id of the weights for the `local` backend (defaults to `model_id`).
-        generation: Generation parameters (`max_new_tokens`, `temperature`, `top_p`, ...).
+        generation: Generation parameters (`max_new_tokens`, `temperature`, `top_p`, ...). A `stop` string is one
+            stop sequence: it is kept as a one-element list, the form every backend takes.
         max_concurrency: Most requests in flight to this teacher at once.
         backend_args: Options of the backend's config class (`TGIConfig`, `OpenAIConfig`, `LocalConfig`), e.g.
             `{"route": "chat"}` or `{"batch_size": 16}`.
@@ -128,6 +129,10 @@ class TeacherSpec:
     max_concurrency: int = 8
     backend_args: dict = field(default_factory=dict)
     samples: int | None = None
+
+    def __post_init__(self):
+        if isinstance(self.generation, dict) and isinstance(self.generation.get("stop"), str):
+            object.__setattr__(self, "generation", {**self.generation, "stop": [self.generation["stop"]]})
 
     def options(self):
         """The backend's options (`TGIConfig`, `OpenAIConfig` or `LocalConfig`) from `backend_args`, checked."""
@@ -195,6 +200,9 @@ def _problems(index: int, entry: object) -> list[str]:
             for key in generation
             if key not in GENERATION_KEYS
         ]
+        stop = generation.get("stop", [])
+        if not isinstance(stop, str) and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
+            problems.append(f"`generation.stop` must be a string or a list of strings, got {stop!r}")
     backend_args = entry.get("backend_args", {})
     if not isinstance(backend_args, dict):
         problems.append(f"`backend_args` must be a mapping, got {backend_args!r}")
