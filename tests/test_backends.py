@@ -119,6 +119,15 @@ def test_a_stop_string_is_one_stop_sequence(backend, model_server, tiny_llama_pa
     assert (completion.text, completion.finish_reason) == (text, "length")
 
 
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_do_sample_false_is_greedy_whatever_the_temperature(
+    backend, model_server, tiny_llama_path, reference, hub_client_online
+):
+    generation = {"max_new_tokens": 8, "do_sample": False, "temperature": 1.5}  # the temperature comes last
+    [completion] = generate(teacher(model_server, tiny_llama_path, generation, **BACKENDS[backend]), CONVERSATIONS[:1])
+    assert completion.text == reference[0][0]
+
+
 @pytest.mark.parametrize("backend", ["tgi-generate", "openai", "openai-hub"])
 def test_sampling_is_seeded_per_request(backend, model_server, tiny_llama_path, hub_client_online):
     spec = teacher(model_server, tiny_llama_path, {"max_new_tokens": 12, "temperature": 1.5}, **BACKENDS[backend])

@@ -87,7 +87,8 @@ def tgi_parameters(generation: dict, seed: int | None) -> dict:
 
 
 def chat_parameters(generation: dict, seed: int | None) -> dict:
-    """Map generation parameters onto chat-completion fields; extras go in the body (vLLM reads them)."""
+    """Map generation parameters onto chat-completion fields; extras go in the body (vLLM reads them).
+    `do_sample: false` is greedy decoding, temperature 0, whatever temperature is also given."""
     parameters = {"seed": seed}
     extra = {}
     for key, value in generation.items():
@@ -95,11 +96,10 @@ def chat_parameters(generation: dict, seed: int | None) -> dict:
             parameters["max_tokens"] = value
         elif key in ("temperature", "top_p", "stop"):
             parameters[key] = value
-        elif key == "do_sample":
-            if not value:
-                parameters["temperature"] = 0.0
-        else:
+        elif key != "do_sample":
             extra[key] = value
+    if not generation.get("do_sample", True):
+        parameters["temperature"] = 0.0
     return {**parameters, "extra_body": extra or None}
 
 
