@@ -98,6 +98,18 @@ def test_bad_backend_args_values():
         TeacherSpec(**spec(backend_args={"batch_size": 0})).options()
 
 
+def test_backend_args_of_the_wrong_type_are_named():
+    entries = [spec(backend="tgi", base_url="http://x", backend_args={"hf_token": "false", "api_key_env": 123})]
+    with pytest.raises(
+        ConfigError,
+        match=r"\(1\) teachers\[0\] \(t\): `backend_args.hf_token` must be true or false, got 'false'; \(2\) "
+        r"teachers\[0\] \(t\): `backend_args.api_key_env` must be a string or null, got 123$",
+    ):
+        load_teachers(entries)
+    with pytest.raises(ConfigError, match=r"^Teacher 't': `backend_args.batch_size` must be an integer, got '8'$"):
+        TeacherSpec(**spec(backend_args={"batch_size": "8"})).options()
+
+
 def test_a_stop_string_is_one_stop_sequence():
     [teacher] = load_teachers([spec(generation={"stop": "</answer>", "max_new_tokens": 4})])
     assert teacher.generation == {"stop": ["</answer>"], "max_new_tokens": 4}
