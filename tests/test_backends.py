@@ -191,6 +191,25 @@ def test_local_sampling_does_not_depend_on_the_batch(tiny_llama_path):
     assert asyncio.run(answers([6, 2, 5, 0, 3, 1, 4], concurrent=True)) == alone
 
 
+@pytest.mark.parametrize("suffix", ["", "/v1/", "/v1/chat/completions"])
+def test_every_route_is_found_from_any_form_of_base_url(suffix, model_server):
+    spec = TeacherSpec(name="t", model_id="org/tiny", family="tiny", size_b=1, backend="openai",
+                       base_url=model_server.url + suffix, generation={"max_new_tokens": 2})  # fmt: skip
+
+    async def run():
+        backend = make_backend(spec, request_timeout_s=60)
+        await backend.start()
+        try:
+            await backend.probe(10)
+            return await backend.generate(CONVERSATIONS[0]), await backend.prompt_logprobs([1, 2, 3])
+        finally:
+            await backend.close()
+
+    completion, logprobs = asyncio.run(run())
+    assert completion.completion_tokens == 2
+    assert logprobs[0] is None and len(logprobs) == 3
+
+
 def test_no_hugging_face_token_reaches_a_server_unless_asked(monkeypatch, hub_client_online):
     monkeypatch.setenv("HF_TOKEN", "hf_secret")
     monkeypatch.setenv("MY_SERVER_KEY", "sk-123")

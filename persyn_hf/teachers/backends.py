@@ -103,12 +103,6 @@ def chat_parameters(generation: dict, seed: int | None) -> dict:
     return {**parameters, "extra_body": extra or None}
 
 
-def completions_url(base_url: str) -> str:
-    """The (text) completions URL of a server, from its base URL with or without `/v1`."""
-    base = base_url.rstrip("/")
-    return f"{base}/completions" if base.endswith("/v1") else f"{base}/v1/completions"
-
-
 def chat_url(base_url: str) -> str:
     """The chat-completions URL of a server, from its base URL with or without `/v1` (as `huggingface_hub`)."""
     base = base_url.rstrip("/")
@@ -120,6 +114,11 @@ def chat_url(base_url: str) -> str:
 def models_url(base_url: str) -> str:
     """The `/v1/models` URL of an OpenAI-compatible server, from its base URL with or without `/v1`."""
     return chat_url(base_url).removesuffix("/chat/completions") + "/models"
+
+
+def completions_url(base_url: str) -> str:
+    """The (text) completions URL of a server, from its base URL in any of the forms `chat_url` takes."""
+    return chat_url(base_url).removesuffix("/chat/completions") + "/completions"
 
 
 class TeacherHTTPError(Exception):
