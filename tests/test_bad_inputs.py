@@ -26,6 +26,7 @@ from transformers import PreTrainedModel
 from persyn_hf.cli import main
 from persyn_hf.errors import DataError
 from persyn_hf.router import PersynRouterModel
+from persyn_hf.scripts import VERBS
 from persyn_hf.store import PICKLE_SUFFIXES, ArtifactStore
 
 PROMPTS = {"prompt_id": ["p0", "p1", "p2"], "prompt": ["1 + 1?", "2 + 2?", "3 + 3?"], "answer": ["2", "4", "6"]}
@@ -730,6 +731,21 @@ def test_the_console_script_prints_one_line(name, world, tmp_path):
     assert result.returncode == case.status
     (line,) = [line for line in result.stderr.splitlines() if ": error: " in line]
     assert fill(case.message, world, recipe) in line
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "name", ["demo: output_dir is a file (before the world is trained)", "generate: results_dir is a file"]
+)
+def test_the_module_form_of_a_verb_prints_one_line(name, world, tmp_path):
+    """`python -m persyn_hf.scripts.<verb>` (what `accelerate launch -m` runs) is `persyn-hf <verb>`."""
+    case = CASES[name]
+    argv = cli_args(case, world, write_recipe(case, world, tmp_path))[len(case.verb) :]
+    module = VERBS[case.verb[0]][0]
+    result = subprocess.run([sys.executable, "-m", module, *argv], capture_output=True, text=True)
+    assert result.returncode == case.status
+    (line,) = [line for line in result.stderr.splitlines() if ": error: " in line]
+    assert fill(case.message, world) in line
     assert "Traceback" not in result.stderr
 
 
