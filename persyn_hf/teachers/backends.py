@@ -131,12 +131,11 @@ class TeacherHTTPError(Exception):
 
 
 class EndpointError(Exception):
-    """A teacher's endpoint cannot serve it: what the server answered (`answer`), and how to fix that (`fix`)."""
+    """A teacher's endpoint cannot serve it: what the server answered (`answer`), and how to fix that."""
 
     def __init__(self, answer: str, fix: str):
         super().__init__(f"{answer}. Fix: {fix}")
         self.answer = answer
-        self.fix = fix
 
 
 def _one_line(text: str) -> str:
