@@ -14,6 +14,7 @@ import importlib
 import logging
 import os
 import sys
+from typing import NoReturn
 
 from persyn_hf.errors import PersynError
 from persyn_hf.scripts import VERBS
@@ -36,20 +37,32 @@ def configure_logging(level: str) -> None:
     logger.setLevel(level.upper())
 
 
+def _usage_error(message: str) -> NoReturn:
+    """End the run as a flag that cannot be parsed does: one line on stderr, exit status 2."""
+    print(f"persyn-hf: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def _global_options(argv: list[str]) -> tuple[bool, str, list[str]]:
-    """(debug, log level, the rest) from the options before the verb and the environment."""
+    """(debug, log level, the rest) from the options before the verb (`--log_level LEVEL` or `--log_level=LEVEL`)
+    and the environment."""
     debug = os.environ.get("PERSYN_HF_DEBUG", "") not in ("", "0")
     level = os.environ.get("PERSYN_HF_LOG_LEVEL", "info").lower()
     while argv and argv[0].startswith("--") and argv[0] not in ("--help", "--version"):
         option, argv = argv[0], argv[1:]
+        name, equals, value = option.partition("=")
         if option == "--debug":
             debug = True
-        elif option == "--log_level" and argv:
-            level, argv = argv[0].lower(), argv[1:]
+        elif name == "--log_level":
+            if not equals:
+                if not argv:
+                    _usage_error(f"`--log_level` needs a value, one of {list(LOG_LEVELS)}")
+                value, argv = argv[0], argv[1:]
+            level = value.lower()
         else:
-            sys.exit(f"persyn-hf: unknown option {option!r}; options before the verb: --debug, --log_level")
+            _usage_error(f"unknown option {option!r}; options before the verb: --debug, --log_level")
     if level not in LOG_LEVELS:
-        sys.exit(f"persyn-hf: `--log_level` must be one of {list(LOG_LEVELS)}, got {level!r}")
+        _usage_error(f"`--log_level` must be one of {list(LOG_LEVELS)}, got {level!r}")
     return debug, level, argv
 
 

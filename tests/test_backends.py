@@ -110,6 +110,24 @@ def test_stop_sequences_end_the_response(backend, model_server, tiny_llama_path,
     assert (completion.text, completion.finish_reason) == (text[: text.index(stop)], "stop")
 
 
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_a_stop_string_is_one_stop_sequence(backend, model_server, tiny_llama_path, reference, hub_client_online):
+    text, _, _ = reference[0]
+    assert set(text) & set("</answer>")  # the answer holds some of its characters, never the whole
+    spec = teacher(model_server, tiny_llama_path, {"max_new_tokens": 8, "stop": "</answer>"}, **BACKENDS[backend])
+    [completion] = generate(spec, CONVERSATIONS[:1])
+    assert (completion.text, completion.finish_reason) == (text, "length")
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_do_sample_false_is_greedy_whatever_the_temperature(
+    backend, model_server, tiny_llama_path, reference, hub_client_online
+):
+    generation = {"max_new_tokens": 8, "do_sample": False, "temperature": 1.5}  # the temperature comes last
+    [completion] = generate(teacher(model_server, tiny_llama_path, generation, **BACKENDS[backend]), CONVERSATIONS[:1])
+    assert completion.text == reference[0][0]
+
+
 @pytest.mark.parametrize("backend", ["tgi-generate", "openai", "openai-hub"])
 def test_sampling_is_seeded_per_request(backend, model_server, tiny_llama_path, hub_client_online):
     spec = teacher(model_server, tiny_llama_path, {"max_new_tokens": 12, "temperature": 1.5}, **BACKENDS[backend])
@@ -171,6 +189,25 @@ def test_local_sampling_does_not_depend_on_the_batch(tiny_llama_path):
     assert len(set(alone.values())) == 7
     assert asyncio.run(answers(list(range(7)), concurrent=True)) == alone
     assert asyncio.run(answers([6, 2, 5, 0, 3, 1, 4], concurrent=True)) == alone
+
+
+@pytest.mark.parametrize("suffix", ["", "/v1/", "/v1/chat/completions"])
+def test_every_route_is_found_from_any_form_of_base_url(suffix, model_server):
+    spec = TeacherSpec(name="t", model_id="org/tiny", family="tiny", size_b=1, backend="openai",
+                       base_url=model_server.url + suffix, generation={"max_new_tokens": 2})  # fmt: skip
+
+    async def run():
+        backend = make_backend(spec, request_timeout_s=60)
+        await backend.start()
+        try:
+            await backend.probe(10)
+            return await backend.generate(CONVERSATIONS[0]), await backend.prompt_logprobs([1, 2, 3])
+        finally:
+            await backend.close()
+
+    completion, logprobs = asyncio.run(run())
+    assert completion.completion_tokens == 2
+    assert logprobs[0] is None and len(logprobs) == 3
 
 
 def test_no_hugging_face_token_reaches_a_server_unless_asked(monkeypatch, hub_client_online):

@@ -26,6 +26,7 @@ from transformers import PreTrainedModel
 from persyn_hf.cli import main
 from persyn_hf.errors import DataError
 from persyn_hf.router import PersynRouterModel
+from persyn_hf.scripts import VERBS
 from persyn_hf.store import PICKLE_SUFFIXES, ArtifactStore
 
 PROMPTS = {"prompt_id": ["p0", "p1", "p2"], "prompt": ["1 + 1?", "2 + 2?", "3 + 3?"], "answer": ["2", "4", "6"]}
@@ -103,6 +104,13 @@ def write_inputs(root: Path, lm: str) -> None:
     pq.write_table(pa.table({**openr1, "uuid": ["m0", "m1", "m0"]}), root / "openr1-dup.parquet")
     pq.write_table(pa.table({**openr1, "uuid": ["m0", "m1", "m2"]}), root / "openr1.parquet")
     (root / "not-a-model").mkdir()
+    for folder, name, text in (
+        ("mine", "notes.txt", "the user's own"),
+        ("other-manifest", "manifest.json", '{"my": "notes"}'),
+        ("other-results", "results.jsonl", '{"a": 1}\n{"b": 2}'),  # no newline at the end: not a torn record
+    ):
+        (root / folder).mkdir()
+        (root / folder / name).write_text(text)
 
 
 @pytest.fixture(scope="module")
@@ -322,6 +330,26 @@ CASES = {
         {**GENERATE, "results_dir": "{w}/store/u/file"},
         1,
         "`results_dir` '{w}/store/u/file' cannot be written: '{w}/store/u/file' is a file, not a folder",
+    ),
+    "generate: results_dir holds the user's own files": Case(
+        ["generate"],
+        {**GENERATE, "results_dir": "{w}/mine"},
+        1,
+        "`results_dir` '{w}/mine' is not a results store: it holds ['notes.txt'] and no manifest.json; choose a new "
+        "or empty folder as `results_dir`.",
+    ),
+    "generate: results_dir holds another program's manifest.json": Case(
+        ["generate"],
+        {**GENERATE, "results_dir": "{w}/other-manifest"},
+        1,
+        "'{w}/other-manifest/manifest.json' is not a results store's manifest",
+    ),
+    "generate: results_dir holds another program's results.jsonl": Case(
+        ["generate"],
+        {**GENERATE, "results_dir": "{w}/other-results"},
+        1,
+        "'{w}/other-results/results.jsonl' line 1 is not a results record, a JSON object with ['prompt_id', "
+        "'teacher', 'sample_index'] (KeyError: 'prompt_id')",
     ),
     "generate: output location is a file": Case(
         ["generate"],
@@ -706,6 +734,21 @@ def test_the_console_script_prints_one_line(name, world, tmp_path):
     assert result.returncode == case.status
     (line,) = [line for line in result.stderr.splitlines() if ": error: " in line]
     assert fill(case.message, world, recipe) in line
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "name", ["demo: output_dir is a file (before the world is trained)", "generate: results_dir is a file"]
+)
+def test_the_module_form_of_a_verb_prints_one_line(name, world, tmp_path):
+    """`python -m persyn_hf.scripts.<verb>` (what `accelerate launch -m` runs) is `persyn-hf <verb>`."""
+    case = CASES[name]
+    argv = cli_args(case, world, write_recipe(case, world, tmp_path))[len(case.verb) :]
+    module = VERBS[case.verb[0]][0]
+    result = subprocess.run([sys.executable, "-m", module, *argv], capture_output=True, text=True)
+    assert result.returncode == case.status
+    (line,) = [line for line in result.stderr.splitlines() if ": error: " in line]
+    assert fill(case.message, world) in line
     assert "Traceback" not in result.stderr
 
 

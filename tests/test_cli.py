@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from persyn_hf.cli import main
+from persyn_hf.cli import _global_options, main
 from persyn_hf.scripts import VERBS
 
 
@@ -20,6 +20,31 @@ def test_help_lists_every_verb_with_one_line():
 def test_unknown_verb_names_the_choices():
     with pytest.raises(SystemExit, match=r"unknown verb 'trian'; choose one of: generate, score"):
         main(["trian"])
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--verbose", "route"], "unknown option '--verbose'; options before the verb: --debug, --log_level"),
+        (["--log_level", "loud", "route"], "`--log_level` must be one of ['debug', 'info', 'warning', 'error'], got 'loud'"),
+        (["--log_level"], "`--log_level` needs a value, one of ['debug', 'info', 'warning', 'error']"),
+    ],
+)  # fmt: skip
+def test_a_bad_option_before_the_verb_is_a_usage_error(options, message, capsys, monkeypatch):
+    monkeypatch.delenv("PERSYN_HF_LOG_LEVEL", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main(options)
+    assert (exit_info.value.code, capsys.readouterr().err) == (2, f"persyn-hf: error: {message}\n")
+
+
+@pytest.mark.parametrize("options", [["--log_level", "DEBUG"], ["--log_level=DEBUG"]])
+def test_the_log_level_is_read_with_or_without_equals(options, monkeypatch):
+    monkeypatch.delenv("PERSYN_HF_DEBUG", raising=False)
+    assert _global_options([*options, "route", "--config", "r.yaml"]) == (
+        False,
+        "debug",
+        ["route", "--config", "r.yaml"],
+    )
 
 
 @pytest.mark.parametrize("verb", sorted(VERBS))

@@ -14,8 +14,8 @@ from datasets import Dataset
 from persyn_hf.errors import ConfigError
 from persyn_hf.generate import SynthesisConfig, SynthesisError, synthesize
 from persyn_hf.teachers import TeacherSpec
-from persyn_hf.teachers.backends import TeacherHTTPError
-from persyn_hf.teachers.pool import PoolConfig, RequestFailed, TeacherPool
+from persyn_hf.teachers.backends import TeacherHTTPError, make_backend
+from persyn_hf.teachers.pool import CircuitBreaker, PoolConfig, RequestFailed, TeacherDown, TeacherPool
 from persyn_hf.teachers.results import RESULTS_FILE
 from persyn_hf.testing.server import TeacherServer
 
@@ -257,6 +257,101 @@ def test_a_dead_teacher_is_given_up_in_time_while_the_others_finish(death, tmp_p
         r"what is missing\.",
         str(error.value),
     ), str(error.value)
+
+
+def test_a_black_holed_teacher_is_given_up_at_its_deadline():
+    """Probes that get no answer end at the deadline (not at `probe_timeout_s`): the give-up is on time."""
+    with socket.socket() as hole:
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(64)  # connections are accepted by the kernel; nothing ever answers
+        config = PoolConfig(
+            max_consecutive_failures=1, teacher_down_timeout_s=1.0, probe_interval_s=0.6, probe_timeout_s=30, **FAST
+        )
+        backend = make_backend(remote("a", f"http://127.0.0.1:{hole.getsockname()[1]}"), 30)
+
+        async def down_for() -> float:
+            breaker = CircuitBreaker("a", backend.probe, config)
+            breaker.record("TimeoutError: no answer in time", trial=False)  # opens the circuit
+            start = time.monotonic()
+            with pytest.raises(TeacherDown, match=r"last probe: GET .*/v1/models: no answer \(TimeoutError"):
+                await breaker.admit(0)
+            return time.monotonic() - start
+
+        elapsed = asyncio.run(down_for())
+    assert 1.0 <= elapsed < 1.0 + 0.6 + 1  # a hang guard: the probe alone would take 30 s
+
+
+@pytest.fixture
+def paused_teacher(monkeypatch):
+    """A teacher whose first request opens its circuit (HTTP 503) and whose second, the half-open trial, hangs."""
+    monkeypatch.setenv("TEACHER_KEY", "key")
+    with TeacherServer(api_key="key") as server:
+        server.faults.slow_s = 30
+        server.faults.script.extend(["503", "slow"])
+        yield server, remote("a", server.url, backend_args={"api_key_env": "TEACHER_KEY"})
+
+
+async def trial_in_flight(pool: TeacherPool, server: TeacherServer) -> asyncio.Task:
+    """The task of a request that opened the circuit and is now the half-open trial, hanging on the server."""
+    trial = asyncio.create_task(pool.request("a", MESSAGES))
+    while server.stats["requests"] < 2:
+        await asyncio.sleep(0.01)
+    return trial
+
+
+def test_a_trial_in_flight_does_not_delay_giving_up_a_teacher_that_stops_answering(paused_teacher):
+    server, spec = paused_teacher
+    config = PoolConfig(max_consecutive_failures=1, teacher_down_timeout_s=1.0, probe_interval_s=0.2, **FAST)
+
+    async def run() -> str:
+        async with TeacherPool([spec], config) as pool:
+            trial = await trial_in_flight(pool, server)
+            server.api_key = "another"  # from now on the probes are refused
+            with pytest.raises(TeacherDown, match=r"last probe: GET .*/v1/models: HTTP 401") as error:
+                await asyncio.wait_for(pool.request("a", MESSAGES), 10)  # a hang guard: the trial takes 30 s
+            trial.cancel()
+            return str(error.value)
+
+    down_for = float(re.search(r"not answering for ([\d.]+) s", asyncio.run(run())).group(1))
+    assert 1.0 <= down_for < 1.0 + 0.2 + 1
+
+
+def test_a_cancelled_trial_lets_the_next_request_through(paused_teacher):
+    server, spec = paused_teacher
+    config = PoolConfig(max_consecutive_failures=1, teacher_down_timeout_s=30, probe_interval_s=0.2, **FAST)
+
+    async def run():
+        async with TeacherPool([spec], config) as pool:
+            trial = await trial_in_flight(pool, server)
+            trial.cancel()  # as `asyncio.wait_for` does to a request that runs out of time
+            return await asyncio.wait_for(pool.request("a", MESSAGES), 10)  # a hang guard
+
+    assert asyncio.run(run()).text
+    assert server.stats["completions"] == 1
+
+
+def test_a_teacher_whose_probe_answered_is_not_given_up():
+    """No request waits when the probe answers (one is in flight): past the deadline, the teacher still serves."""
+    config = PoolConfig(
+        max_consecutive_failures=1, max_retries=0, teacher_down_timeout_s=0.5, probe_interval_s=0.1, **FAST
+    )
+    with TeacherServer() as server:
+        server.faults.slow_s = 1.5
+        server.faults.script.extend(["slow", "503"])
+        spec = remote("a", server.url)
+
+        async def run():
+            async with TeacherPool([spec], config) as pool:
+                slow = asyncio.create_task(pool.request("a", MESSAGES))
+                while server.stats["requests"] < 1:
+                    await asyncio.sleep(0.01)
+                with pytest.raises(RequestFailed, match="HTTP 503"):  # opens the circuit
+                    await pool.request("a", MESSAGES)
+                await slow  # answers after the deadline
+                return pool.breakers["a"].given_up, await pool.request("a", MESSAGES)
+
+        given_up, completion = asyncio.run(run())
+    assert given_up is None and completion.text
 
 
 def test_concurrency_is_bounded_per_teacher_and_overall():

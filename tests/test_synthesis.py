@@ -19,13 +19,13 @@ import yaml
 from datasets import Dataset
 
 from persyn_hf import cli
-from persyn_hf.errors import DataError
+from persyn_hf.errors import ConfigError, DataError, OutputError
 from persyn_hf.generate import GenerateArguments, SynthesisConfig, SynthesisError, run, synthesize
 from persyn_hf.scripts import generate as generate_script
 from persyn_hf.scripts.parser import parse_args
 from persyn_hf.store import ArtifactStore
 from persyn_hf.teachers import TeacherSpec
-from persyn_hf.teachers.results import RESULTS_FILE, ResultStore
+from persyn_hf.teachers.results import MANIFEST_FILE, RESULTS_FILE, ResultStore
 from persyn_hf.testing.server import TeacherServer
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "Qwen2.5-1.5B-Instruct" / "generate"
@@ -221,8 +221,21 @@ def test_a_rerun_generates_only_what_is_missing(tmp_path):
     assert report.generations == 10
 
     changed = remote("t", "http://127.0.0.1:9", generation={"temperature": 0.7})
-    with pytest.raises(ValueError, match=r"Teachers \['t'\] changed `model_id`, `model_path` or `generation`"):
+    with pytest.raises(ConfigError, match=r"Teachers \['t'\] changed `model_id`, `model_path` or `generation`"):
         synthesize(prompts, [changed], config)
+
+
+def test_a_run_that_stored_nothing_resumes_with_its_teacher_fixed(tmp_path):
+    """A fingerprint is recorded with a teacher's first sample: settings that stored nothing may change."""
+    prompts = Dataset.from_dict({"prompt_id": [0, 1], "prompt": ["q0", "q1"]})
+    config = SynthesisConfig(results_dir=str(tmp_path), **QUIET)
+    with TeacherServer(max_total_tokens=16) as server:
+        with pytest.raises(SynthesisError, match=r"2 x .*HTTP 422: `max_new_tokens` must be <= 16"):
+            synthesize(prompts, [remote("t", server.url, generation={"max_new_tokens": 100})], config)
+        generations, _ = synthesize(prompts, [remote("t", server.url, generation={"max_new_tokens": 8})], config)
+    assert generations["prompt_id"] == [0, 1]
+    with pytest.raises(ConfigError, match=r"Teachers \['t'\] changed `model_id`, `model_path` or `generation`"):
+        synthesize(prompts, [remote("t", "http://127.0.0.1:9", generation={"max_new_tokens": 4})], config)
 
 
 @pytest.mark.parametrize(
@@ -255,15 +268,42 @@ def test_a_local_teacher_with_other_weights_is_refused(tmp_path, tiny_qwen2_path
     spec = TeacherSpec(name="t", model_id="org/t", family="F", size_b=1, model_path=tiny_qwen2_path,
                        generation={"max_new_tokens": 2})  # fmt: skip
     synthesize(prompts, [spec], config)
-    with pytest.raises(ValueError, match=r"Teachers \['t'\] changed `model_id`, `model_path` or `generation`"):
+    with pytest.raises(ConfigError, match=r"Teachers \['t'\] changed `model_id`, `model_path` or `generation`"):
         synthesize(prompts, [replace(spec, model_path=tiny_llama_path)], config)
 
 
 def test_one_store_has_one_writer(tmp_path):
     prompts = Dataset.from_dict({"prompt_id": [1], "prompt": ["q"]})
     teachers = [remote("t", "http://127.0.0.1:9")]
-    with ResultStore(tmp_path, teachers), pytest.raises(RuntimeError, match="Another run is writing"):
+    with ResultStore(tmp_path, teachers), pytest.raises(OutputError, match="Another run is writing"):
         synthesize(prompts, teachers, SynthesisConfig(results_dir=str(tmp_path), **QUIET))
+
+
+RECORD = json.dumps({"prompt_id": 1, "teacher": "t", "sample_index": 0, "text": "x"}) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "match"),
+    [
+        (RESULTS_FILE, RECORD + '{"prompt_id": 2,\n', r"results.jsonl' line 2 is not a results record, a JSON object "
+         r"with \['prompt_id', 'teacher', 'sample_index'\] \(JSONDecodeError: .*\): choose another `results_dir`"),
+        (RESULTS_FILE, '{"a": 1}\n', r"line 1 is not a results record, .* \(KeyError: 'prompt_id'\)"),
+        (RESULTS_FILE, "[1]\n", r"line 1 is not a results record, .* \(TypeError: "),
+        (MANIFEST_FILE, "{\n", r"manifest.json' is not a results store's manifest \(a JSON object of teacher "
+         r"fingerprints\): choose another `results_dir`, or delete '.*' if it is a damaged results store"),
+    ],
+    ids=["line not JSON", "record without its key", "record not an object", "manifest not JSON"],
+)  # fmt: skip
+def test_a_damaged_store_is_refused_with_its_fix(tmp_path, name, text, match):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(OutputError, match=match), ResultStore(tmp_path, [remote("t", "http://127.0.0.1:9")]):
+        pass
+
+
+def test_the_manifest_is_readable_by_others(tmp_path):
+    with ResultStore(tmp_path, [remote("t", "http://127.0.0.1:9")]) as store:
+        store.append(json.loads(RECORD))
+    assert (tmp_path / MANIFEST_FILE).stat().st_mode & 0o777 == 0o644
 
 
 def test_a_torn_last_record_is_cut_off(tmp_path):

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from persyn_hf.errors import ConfigError
 from persyn_hf.generate import SynthesisConfig, num_samples
 from persyn_hf.teachers import TeacherSpec, load_teachers
 from persyn_hf.teachers.spec import LocalConfig, OpenAIConfig, TGIConfig
@@ -97,6 +98,25 @@ def test_bad_backend_args_values():
         TeacherSpec(**spec(backend_args={"batch_size": 0})).options()
 
 
+def test_backend_args_of_the_wrong_type_are_named():
+    entries = [spec(backend="tgi", base_url="http://x", backend_args={"hf_token": "false", "api_key_env": 123})]
+    with pytest.raises(
+        ConfigError,
+        match=r"\(1\) teachers\[0\] \(t\): `backend_args.hf_token` must be true or false, got 'false'; \(2\) "
+        r"teachers\[0\] \(t\): `backend_args.api_key_env` must be a string or null, got 123$",
+    ):
+        load_teachers(entries)
+    with pytest.raises(ConfigError, match=r"^Teacher 't': `backend_args.batch_size` must be an integer, got '8'$"):
+        TeacherSpec(**spec(backend_args={"batch_size": "8"})).options()
+
+
+def test_a_stop_string_is_one_stop_sequence():
+    [teacher] = load_teachers([spec(generation={"stop": "</answer>", "max_new_tokens": 4})])
+    assert teacher.generation == {"stop": ["</answer>"], "max_new_tokens": 4}
+    with pytest.raises(ConfigError, match=r"`generation.stop` must be a string or a list of strings, got \[1\]"):
+        load_teachers([spec(generation={"stop": [1]})])
+
+
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
@@ -125,3 +145,5 @@ def test_synthesis_config_checks_its_values():
         SynthesisConfig(samples_small=0)
     with pytest.raises(ValueError, match="`max_concurrency` must be at least 1, got 0"):
         SynthesisConfig(max_concurrency=0)
+    with pytest.raises(ConfigError, match="`request_timeout_s` must be positive, got 0"):
+        SynthesisConfig(request_timeout_s=0)

@@ -14,10 +14,9 @@ all of X for the Oracle and the baselines → for each strategy: select → buil
 It prints the comparison table and writes `results.json` and `allocation_persyn.png` to `output_dir`.
 """
 
-import sys
-
+from persyn_hf.cli import run_script
 from persyn_hf.demo.pipeline import DemoArguments, run_demo
-from persyn_hf.scripts.parser import RecipeParser, parse_args
+from persyn_hf.scripts.parser import RecipeParser
 
 
 def main(args: DemoArguments) -> None:
@@ -29,4 +28,4 @@ def make_parser():
 
 
 if __name__ == "__main__":
-    main(*parse_args(make_parser(), sys.argv[1:]))
+    run_script("demo")

@@ -87,7 +87,8 @@ def tgi_parameters(generation: dict, seed: int | None) -> dict:
 
 
 def chat_parameters(generation: dict, seed: int | None) -> dict:
-    """Map generation parameters onto chat-completion fields; extras go in the body (vLLM reads them)."""
+    """Map generation parameters onto chat-completion fields; extras go in the body (vLLM reads them).
+    `do_sample: false` is greedy decoding, temperature 0, whatever temperature is also given."""
     parameters = {"seed": seed}
     extra = {}
     for key, value in generation.items():
@@ -95,18 +96,11 @@ def chat_parameters(generation: dict, seed: int | None) -> dict:
             parameters["max_tokens"] = value
         elif key in ("temperature", "top_p", "stop"):
             parameters[key] = value
-        elif key == "do_sample":
-            if not value:
-                parameters["temperature"] = 0.0
-        else:
+        elif key != "do_sample":
             extra[key] = value
+    if not generation.get("do_sample", True):
+        parameters["temperature"] = 0.0
     return {**parameters, "extra_body": extra or None}
-
-
-def completions_url(base_url: str) -> str:
-    """The (text) completions URL of a server, from its base URL with or without `/v1`."""
-    base = base_url.rstrip("/")
-    return f"{base}/completions" if base.endswith("/v1") else f"{base}/v1/completions"
 
 
 def chat_url(base_url: str) -> str:
@@ -122,6 +116,11 @@ def models_url(base_url: str) -> str:
     return chat_url(base_url).removesuffix("/chat/completions") + "/models"
 
 
+def completions_url(base_url: str) -> str:
+    """The (text) completions URL of a server, from its base URL in any of the forms `chat_url` takes."""
+    return chat_url(base_url).removesuffix("/chat/completions") + "/completions"
+
+
 class TeacherHTTPError(Exception):
     """An error answer from a teacher server."""
 
@@ -132,12 +131,11 @@ class TeacherHTTPError(Exception):
 
 
 class EndpointError(Exception):
-    """A teacher's endpoint cannot serve it: what the server answered (`answer`), and how to fix that (`fix`)."""
+    """A teacher's endpoint cannot serve it: what the server answered (`answer`), and how to fix that."""
 
     def __init__(self, answer: str, fix: str):
         super().__init__(f"{answer}. Fix: {fix}")
         self.answer = answer
-        self.fix = fix
 
 
 def _one_line(text: str) -> str:

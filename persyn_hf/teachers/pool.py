@@ -85,8 +85,9 @@ class PoolConfig:
     """How the pool talks to teachers.
 
     A request is retried at most `max_retries` times against a teacher that answers. While its teacher is paused it
-    waits instead, spending no retries, for at most `teacher_down_timeout_s`: then the teacher is given up and every
-    prompt it has left fails at once, with the error that started the outage. With fewer requests in flight than
+    waits instead, spending no retries. A teacher that still does not answer its probes `teacher_down_timeout_s`
+    after its outage began is given up (within one `probe_interval_s`) and every prompt it has left fails at once,
+    with the error that started the outage. With fewer requests in flight than
     `max_consecutive_failures`, one request may spend that many attempts before its teacher is paused: keep
     `max_retries` at least `max_consecutive_failures` - 1 to ride out a restart at any concurrency.
 
@@ -94,7 +95,7 @@ class PoolConfig:
         max_concurrency (`int`, *optional*, defaults to `256`):
             Most requests in flight over all teachers (each teacher also has its own `max_concurrency`).
         request_timeout_s (`float`, *optional*, defaults to `600.0`):
-            Time-out of one request to a remote teacher, in seconds.
+            Time-out of one request to a remote teacher, in seconds (positive).
         max_retries (`int`, *optional*, defaults to `8`):
             Retries of one request after a retryable error, before it is recorded as a failure.
         backoff_base_s (`float`, *optional*, defaults to `1.0`):
@@ -106,8 +107,9 @@ class PoolConfig:
             after which it is paused and probed (its circuit opens). Five: a dead server fails every request in
             flight within milliseconds, while five independent failures in a row are rare on a live one.
         teacher_down_timeout_s (`float`, *optional*, defaults to `300.0`):
-            A teacher not answering for this long is given up. Five minutes rides out a restart with margin (vLLM
-            took 76-112 s to come back); a dead teacher costs that long while the other teachers keep working.
+            A teacher still not answering its probes this long after its outage began is given up. Five minutes
+            rides out a restart with margin (vLLM took 76-112 s to come back); a dead teacher costs that long while
+            the other teachers keep working.
         probe_interval_s (`float`, *optional*, defaults to `10.0`):
             Seconds between two probes of a paused teacher: work resumes within this long of its return.
         probe_timeout_s (`float`, *optional*, defaults to `10.0`):
@@ -133,9 +135,8 @@ class PoolConfig:
 
     def __post_init__(self):
         check_positive(self, "max_concurrency", "max_consecutive_failures")
-        check_non_negative(self, "request_timeout_s", "backoff_base_s", "backoff_max_s", "max_retries")
-        check_non_negative(self, "teacher_down_timeout_s")
-        for name in ("probe_interval_s", "probe_timeout_s"):
+        check_non_negative(self, "backoff_base_s", "backoff_max_s", "max_retries", "teacher_down_timeout_s")
+        for name in ("request_timeout_s", "probe_interval_s", "probe_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"`{name}` must be positive, got {getattr(self, name)!r}")
 
@@ -204,10 +205,13 @@ class CircuitBreaker:
     - closed: requests flow;
     - open: `max_consecutive_failures` attempts in a row found the teacher not answering; requests wait, and the
       teacher is probed every `probe_interval_s`;
-    - half-open: a probe answered; one trial request goes through. Its success closes the circuit, a failure that
-      finds the teacher down again opens it;
-    - given up: not answering for `teacher_down_timeout_s` since the first failure of the streak, with no trial
-      in flight; every waiting request fails with `TeacherDown`, and so does every later one.
+    - half-open: a probe answered; one trial request goes through (when it ends, cancelled too, another may), and
+      the probes go on. The trial's success closes the circuit; a failure that finds the teacher down, or a probe
+      that does not answer, opens it again;
+    - given up: still open (its last probe unanswered) `teacher_down_timeout_s` after the first failure of the
+      streak, at that deadline (no probe runs past it) or within one `probe_interval_s` of it; or a trial finding
+      the teacher down after it. A teacher whose last probe answered is given up only by its trial. Every waiting
+      request fails with `TeacherDown`, and so does every later one.
 
     Args:
         name: The teacher's name, for messages.
@@ -246,8 +250,6 @@ class CircuitBreaker:
     def record(self, down_error: str | None, trial: bool) -> None:
         """The outcome of an attempt: `down_error` when it found the teacher not answering, `None` when the teacher
         answered (with a result or with an error of the request's own)."""
-        if trial:
-            self._trial = False
         if self.state == GIVEN_UP:
             return
         if down_error is None:
@@ -272,30 +274,43 @@ class CircuitBreaker:
             if self._down_for() >= self.config.teacher_down_timeout_s:
                 self._give_up()
 
+    def end_trial(self) -> None:
+        """The trial request is over, whatever became of it (cancelled too): another request may be the trial."""
+        self._trial = False
+        if self.state == HALF_OPEN:
+            self._set(HALF_OPEN)  # wakes a waiting request
+
     async def _watch(self) -> None:
-        """While not closed: probe when open (an answer makes it half-open); give up once down too long."""
+        """While not closed: probe every `probe_interval_s`, each probe bounded by the time left; give up once open
+        at the deadline."""
         config = self.config
-        while True:
+        while self.state != GIVEN_UP:  # a trial that found the teacher down after the deadline gave it up
             left = config.teacher_down_timeout_s - self._down_for()
-            await asyncio.sleep(config.probe_interval_s if left <= 0 else min(config.probe_interval_s, left))
-            if self.state == GIVEN_UP:  # a trial failed after the deadline
-                return
-            if self._down_for() >= config.teacher_down_timeout_s and not self._trial:
+            if self.state == OPEN and left <= 0:
                 self._give_up()
                 return
-            if self.state == OPEN:
-                await self._probe_once()
+            if self.state == OPEN and left < config.probe_interval_s:
+                await asyncio.sleep(left)  # the deadline comes before the next probe
+                continue
+            await asyncio.sleep(config.probe_interval_s)
+            left = config.teacher_down_timeout_s - self._down_for()
+            if left > 0 or self.state == HALF_OPEN:
+                await self._probe_once(min(config.probe_timeout_s, left) if left > 0 else config.probe_timeout_s)
 
-    async def _probe_once(self) -> None:
+    async def _probe_once(self, timeout_s: float) -> None:
+        """Probe within `timeout_s`: an answer makes an open circuit half-open, no answer a half-open one open."""
+        answered = False
         try:
-            await self._probe(self.config.probe_timeout_s)
+            await self._probe(timeout_s)
         except EndpointError as error:
             self.last_probe = error.answer
         except Exception as error:  # any failure to answer keeps the teacher paused
             self.last_probe = describe(error)
         else:
-            self.last_probe = "answered"
-            self._set(HALF_OPEN)
+            self.last_probe, answered = "answered", True
+        state = HALF_OPEN if answered else OPEN
+        if self.state in (OPEN, HALF_OPEN) and self.state != state:
+            self._set(state)
 
     def _give_up(self) -> None:
         self.given_up = (
@@ -394,20 +409,24 @@ class TeacherPool:
         while True:
             trial = False if breaker.state == CLOSED else await breaker.admit(attempt)  # closed: no wait, no coroutine
             attempt += 1
-            async with self._slots, slots:
-                try:
-                    result = await method(backend)
-                except Exception as error:  # classified below: retried, or recorded
-                    retryable, down, status = classify(error)
-                    breaker.record(describe(error) if down else None, trial)
-                    if not retryable or attempt > self.config.max_retries:
-                        verdict = "not retryable" if not retryable else f"gave up after {attempt} attempts"
-                        cause = f"HTTP {status}" if status is not None else type(error).__name__
-                        raise RequestFailed(f"{describe(error)} ({verdict})", status, attempt, cause) from error
-                    delay = self._backoff(attempt, error)
-                else:
-                    breaker.record(None, trial)
-                    return result, attempt
+            try:
+                async with self._slots, slots:
+                    try:
+                        result = await method(backend)
+                    except Exception as error:  # classified below: retried, or recorded
+                        retryable, down, status = classify(error)
+                        breaker.record(describe(error) if down else None, trial)
+                        if not retryable or attempt > self.config.max_retries:
+                            verdict = "not retryable" if not retryable else f"gave up after {attempt} attempts"
+                            cause = f"HTTP {status}" if status is not None else type(error).__name__
+                            raise RequestFailed(f"{describe(error)} ({verdict})", status, attempt, cause) from error
+                        delay = self._backoff(attempt, error)
+                    else:
+                        breaker.record(None, trial)
+                        return result, attempt
+            finally:
+                if trial:
+                    breaker.end_trial()
             await asyncio.sleep(delay)
 
     async def request(self, teacher: str, messages: list[dict], seed: int | None = None) -> Completion:

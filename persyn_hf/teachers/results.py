@@ -6,10 +6,16 @@ Layout of a results directory:
   arrives: at once, or inside an event loop at the end of the loop iteration it arrived in, before any further
   answer is read, with one system call for all the records of that iteration. A record torn by a killed process
   is cut off when the store reopens; nothing else is lost.
-- `manifest.json`: each teacher's fingerprint (`model_id`, a local teacher's `model_path`, and generation
-  parameters). Reopening the store with a teacher whose fingerprint changed is an error: its stored samples answer
-  different settings. Each record also holds a hash of the request it answers (see `generate.Job.request`).
+- `manifest.json`: the fingerprint (`model_id`, a local teacher's `model_path`, and generation parameters) of each
+  teacher with stored samples, written when its first sample is stored. Reopening the store with a teacher whose
+  fingerprint changed is an error: its stored samples answer different settings. Each record also holds a hash of
+  the request it answers (see `generate.Job.request`).
 - `.lock`: held while a run writes, so two runs never write one store.
+
+A folder that is not empty is opened only if it is a results store: it has a `manifest.json` of this shape, or holds
+only these files. Every record is checked before a torn one is cut off, and a manifest is rewritten only once read
+as one, so nothing of another program is changed. The manifest is written as the artifact store writes its files:
+atomically, and readable by others (0644).
 """
 
 from __future__ import annotations
@@ -19,15 +25,19 @@ import fcntl
 import hashlib
 import json
 import os
-import tempfile
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from persyn_hf.errors import ConfigError, OutputError
+from persyn_hf.store import _atomic_write
 from persyn_hf.teachers.spec import TeacherSpec
 
 RESULTS_FILE = "results.jsonl"
 MANIFEST_FILE = "manifest.json"
 LOCK_FILE = ".lock"
+KEY_FIELDS = ("prompt_id", "teacher", "sample_index")
+FINGERPRINT = re.compile(r"[0-9a-f]{16}")
 
 
 def teacher_fingerprint(spec: TeacherSpec) -> str:
@@ -46,28 +56,35 @@ class ResultStore:
 
     def __init__(self, directory: str | Path, teachers: Iterable[TeacherSpec]):
         self.directory = Path(directory)
-        self.teachers = list(teachers)
+        self.fingerprints = {spec.name: teacher_fingerprint(spec) for spec in teachers}
         self.records: dict[tuple, dict] = {}
+        self._manifest: dict[str, str] = {}  # the fingerprints of the teachers with stored samples
         self._pending: list[bytes] = []  # lines not written yet (inside an event loop, until its iteration ends)
         self._write_error: OSError | None = None  # of a write at the end of a loop iteration, raised by `append`
         self._file = None
         self._lock = None
 
     def __enter__(self) -> ResultStore:
+        self._check_folder()
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.directory / LOCK_FILE, "w")  # noqa: SIM115 - held for the store's lifetime
+        lock = self.directory / LOCK_FILE
+        created = not lock.exists()
+        self._lock = open(lock, "w")  # noqa: SIM115 - held for the store's lifetime
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._lock.close()
-            raise RuntimeError(
-                f"Another run is writing to the results store {str(self.directory)!r}; wait for it or use another "
-                "`results_dir`."
+            raise OutputError(
+                f"Another run is writing to the results store {str(self.directory)!r}; wait for it to end, or use "
+                "another `results_dir`."
             ) from None
         try:
-            self._check_manifest()
+            self._manifest = self._read_manifest()
             self._load()
+            self._check_fingerprints()
         except Exception:
+            if created:  # a folder that is not a store is left as it was
+                lock.unlink()
             self._release()
             raise
         self._file = open(self.directory / RESULTS_FILE, "ab", buffering=0)  # noqa: SIM115 - `flush` writes
@@ -90,43 +107,77 @@ class ResultStore:
         fcntl.flock(self._lock, fcntl.LOCK_UN)
         self._lock.close()
 
-    def _check_manifest(self) -> None:
+    def _check_folder(self) -> None:
+        """Refuse a folder with files other than a store's and no manifest: it is not a results store."""
+        if not self.directory.is_dir() or (self.directory / MANIFEST_FILE).exists():
+            return
+        own = (RESULTS_FILE, LOCK_FILE)
+        foreign = sorted(
+            path.name
+            for path in self.directory.iterdir()
+            if path.name not in own and not path.name.startswith(f".{MANIFEST_FILE}-")  # a killed manifest write
+        )
+        if foreign:
+            raise OutputError(
+                f"`results_dir` {str(self.directory)!r} is not a results store: it holds {foreign[:5]} and no "
+                f"{MANIFEST_FILE}; choose a new or empty folder as `results_dir`."
+            )
+
+    def _read_manifest(self) -> dict[str, str]:
         path = self.directory / MANIFEST_FILE
-        manifest = json.loads(path.read_text()) if path.exists() else {}
+        if not path.exists():
+            return {}
+        try:
+            manifest = json.loads(path.read_bytes())
+        except ValueError:
+            manifest = None
+        if not isinstance(manifest, dict) or not all(
+            isinstance(value, str) and FINGERPRINT.fullmatch(value) for value in manifest.values()
+        ):
+            raise OutputError(
+                f"{str(path)!r} is not a results store's manifest (a JSON object of teacher fingerprints): choose "
+                f"another `results_dir`, or delete {str(self.directory)!r} if it is a damaged results store."
+            )
+        return manifest
+
+    def _check_fingerprints(self) -> None:
+        """Refuse teachers whose stored samples were generated with other settings."""
+        stored = {teacher for _, teacher, _ in self.records}
         changed = [
-            spec.name
-            for spec in self.teachers
-            if spec.name in manifest and manifest[spec.name] != teacher_fingerprint(spec)
+            name
+            for name, fingerprint in self.fingerprints.items()
+            if name in stored and self._manifest.get(name, fingerprint) != fingerprint
         ]
         if changed:
-            raise ValueError(
+            raise ConfigError(
                 f"Teachers {changed} changed `model_id`, `model_path` or `generation` since their samples were stored "
                 f"in {str(self.directory)!r}; use a new `results_dir`, or delete that directory to regenerate."
             )
-        manifest.update({spec.name: teacher_fingerprint(spec) for spec in self.teachers})
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{MANIFEST_FILE}-")
-        with os.fdopen(fd, "w") as file:
-            json.dump(manifest, file, indent=2, sort_keys=True)
-        os.replace(tmp, path)
+
+    def _write_manifest(self) -> None:
+        text = json.dumps(self._manifest, indent=2, sort_keys=True)
+        _atomic_write(self.directory / MANIFEST_FILE, lambda tmp: Path(tmp).write_text(text))
 
     def _load(self) -> None:
-        """Read every complete record; cut off a last line torn by a killed process."""
+        """Read every complete record, all checked first; then cut off a last line torn by a killed process."""
         path = self.directory / RESULTS_FILE
         if not path.exists():
             return
         data = path.read_bytes()
         complete = data.rfind(b"\n") + 1
-        if complete < len(data):
-            with open(path, "r+b") as file:
-                file.truncate(complete)
         for number, line in enumerate(data[:complete].splitlines(), start=1):
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(
-                    f"{str(path)!r} line {number} is not a JSON record ({error}); fix or remove it"
+                self.records.setdefault(self.key(record), record)
+            except (ValueError, TypeError, KeyError) as error:
+                raise OutputError(
+                    f"{str(path)!r} line {number} is not a results record, a JSON object with {list(KEY_FIELDS)} "
+                    f"({type(error).__name__}: {error}): choose another `results_dir`, or remove that line if "
+                    f"{str(self.directory)!r} is a damaged results store."
                 ) from None
-            self.records.setdefault(self.key(record), record)
+        if complete < len(data):
+            with open(path, "r+b") as file:
+                file.truncate(complete)
 
     @staticmethod
     def key(record: dict) -> tuple:
@@ -143,6 +194,10 @@ class ResultStore:
         key = self.key(record)
         if key in self.records:
             raise ValueError(f"Sample {key} is already stored; the store never holds a key twice")
+        fingerprint = self.fingerprints.get(record["teacher"])
+        if fingerprint is not None and self._manifest.get(record["teacher"]) != fingerprint:  # its first sample
+            self._manifest[record["teacher"]] = fingerprint
+            self._write_manifest()
         self._pending.append(json.dumps(record, ensure_ascii=False).encode() + b"\n")
         self.records[key] = record
         try:

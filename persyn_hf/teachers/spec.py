@@ -8,6 +8,7 @@ spec lives here, checked once when the specs are loaded; the backends only read 
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,7 +109,8 @@ class TeacherSpec:
         backend: One of `tgi`, `openai`, `local`.
         base_url: Endpoint of a `tgi` or `openai` backend.
         model_path: Path or Hub id of the weights for the `local` backend (defaults to `model_id`).
-        generation: Generation parameters (`max_new_tokens`, `temperature`, `top_p`, ...).
+        generation: Generation parameters (`max_new_tokens`, `temperature`, `top_p`, ...). A `stop` string is one
+            stop sequence: it is kept as a one-element list, the form every backend takes.
         max_concurrency: Most requests in flight to this teacher at once.
         backend_args: Options of the backend's config class (`TGIConfig`, `OpenAIConfig`, `LocalConfig`), e.g.
             `{"route": "chat"}` or `{"batch_size": 16}`.
@@ -128,6 +130,10 @@ class TeacherSpec:
     max_concurrency: int = 8
     backend_args: dict = field(default_factory=dict)
     samples: int | None = None
+
+    def __post_init__(self):
+        if isinstance(self.generation, dict) and isinstance(self.generation.get("stop"), str):
+            object.__setattr__(self, "generation", {**self.generation, "stop": [self.generation["stop"]]})
 
     def options(self):
         """The backend's options (`TGIConfig`, `OpenAIConfig` or `LocalConfig`) from `backend_args`, checked."""
@@ -149,22 +155,34 @@ def _is_positive_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
+TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer", type(None): "null"}
+
+
+def _has_type(value, types: tuple[type, ...]) -> bool:
+    return any(isinstance(value, t) and not (t is int and isinstance(value, bool)) for t in types)
+
+
 def backend_problems(backend: str, backend_args: dict) -> list[str]:
-    """Everything wrong with a backend's options: unknown keys and values out of range."""
-    valid = [f.name for f in dataclasses.fields(BACKEND_CONFIGS[backend])]
+    """Everything wrong with a backend's options: unknown keys, values of the wrong type, values out of range."""
+    hints = typing.get_type_hints(BACKEND_CONFIGS[backend])
+    types = {name: typing.get_args(hint) or (hint,) for name, hint in hints.items()}  # `str | None`: (str, None)
     problems = [
-        f"unknown `backend_args` key {key!r} for backend {backend!r}; valid keys: {valid}"
+        f"unknown `backend_args` key {key!r} for backend {backend!r}; valid keys: {list(types)}"
         for key in backend_args
-        if key not in valid
+        if key not in types
     ]
-    if backend_args.get("route", "generate") not in TGI_ROUTES and backend == "tgi":
-        problems.append(f"`backend_args.route` must be 'generate' or 'chat', got {backend_args['route']!r}")
-    if backend_args.get("http_client", "aiohttp") not in HTTP_CLIENTS:
-        problems.append(
-            f"`backend_args.http_client` must be one of {list(HTTP_CLIENTS)}, got {backend_args['http_client']!r}"
-        )
-    if backend == "local" and not _is_positive_int(backend_args.get("batch_size", 1)):
-        problems.append(f"`backend_args.batch_size` must be a positive integer, got {backend_args['batch_size']!r}")
+    mistyped = [key for key, value in backend_args.items() if key in types and not _has_type(value, types[key])]
+    problems += [
+        f"`backend_args.{key}` must be {' or '.join(TYPE_NAMES[t] for t in types[key])}, got {backend_args[key]!r}"
+        for key in mistyped
+    ]
+    args = {key: value for key, value in backend_args.items() if key not in mistyped}
+    if args.get("route", "generate") not in TGI_ROUTES and backend == "tgi":
+        problems.append(f"`backend_args.route` must be 'generate' or 'chat', got {args['route']!r}")
+    if args.get("http_client", "aiohttp") not in HTTP_CLIENTS:
+        problems.append(f"`backend_args.http_client` must be one of {list(HTTP_CLIENTS)}, got {args['http_client']!r}")
+    if backend == "local" and not _is_positive_int(args.get("batch_size", 1)):
+        problems.append(f"`backend_args.batch_size` must be a positive integer, got {args['batch_size']!r}")
     return problems
 
 
@@ -195,6 +213,9 @@ def _problems(index: int, entry: object) -> list[str]:
             for key in generation
             if key not in GENERATION_KEYS
         ]
+        stop = generation.get("stop", [])
+        if not isinstance(stop, str) and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
+            problems.append(f"`generation.stop` must be a string or a list of strings, got {stop!r}")
     backend_args = entry.get("backend_args", {})
     if not isinstance(backend_args, dict):
         problems.append(f"`backend_args` must be a mapping, got {backend_args!r}")
