@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from persyn_hf.errors import ConfigError, OutputError
-from persyn_hf.store import _atomic_write
+from persyn_hf.store import atomic_write
 from persyn_hf.teachers.spec import TeacherSpec
 
 RESULTS_FILE = "results.jsonl"
@@ -156,7 +156,7 @@ class ResultStore:
 
     def _write_manifest(self) -> None:
         text = json.dumps(self._manifest, indent=2, sort_keys=True)
-        _atomic_write(self.directory / MANIFEST_FILE, lambda tmp: Path(tmp).write_text(text))
+        atomic_write(self.directory / MANIFEST_FILE, lambda tmp: Path(tmp).write_text(text))
 
     def _load(self) -> None:
         """Read every complete record, all checked first; then cut off a last line torn by a killed process."""
