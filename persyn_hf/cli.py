@@ -69,7 +69,10 @@ def _global_options(argv: list[str]) -> tuple[bool, str, list[str]]:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     debug, level, argv = _global_options(list(argv))
-    if not argv or argv[0] in ("-h", "--help"):
+    if not argv:  # a verb is needed: the usage, as for any other usage error
+        print(USAGE, file=sys.stderr)
+        sys.exit(2)
+    if argv[0] in ("-h", "--help"):
         print(USAGE)
         return
     if argv[0] == "--version":
@@ -81,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     if verb not in VERBS:
         close = difflib.get_close_matches(verb, VERBS, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        sys.exit(f"persyn-hf: unknown verb {verb!r}; choose one of: {', '.join(VERBS)}{hint}")
+        _usage_error(f"unknown verb {verb!r}; choose one of: {', '.join(VERBS)}{hint}")
     module = importlib.import_module(VERBS[verb][0])
     if {"-h", "--help"} & set(rest) and hasattr(module, "make_help_parser"):
         # verbs built on `TrainingArguments` list its fields only with `--help-all`: importing them takes seconds

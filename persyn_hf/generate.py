@@ -463,7 +463,8 @@ def resume_command(args: GenerateArguments, synthesis: SynthesisConfig, store: A
 def run(args: GenerateArguments, synthesis: SynthesisConfig, store: ArtifactStore | None = None) -> StageResult:
     """Teachers answer the prompts; saves the generations and the cost report beside them.
 
-    Returns the generations, where they were saved, and `{"cost": <cost report as a dict>}`.
+    Returns the generations, where they were saved, and `{"cost": <cost report as a dict>, "report": <as a table>}`
+    (the CLI prints the table).
     """
     store = store or ArtifactStore()
     store.check_output(
@@ -494,7 +495,6 @@ def run(args: GenerateArguments, synthesis: SynthesisConfig, store: ArtifactStor
         raise SynthesisError(f"{message}\nNo row was done, so nothing was written.\n{resume}", report.failures)
     if not report.complete:
         logger.warning(resume)
-    logger.info("\n%s", report)
     location = store.save_dataset(args.generations_repo_id, generations, config_name=args.generations_config)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp, "cost_report.json")

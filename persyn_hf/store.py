@@ -91,12 +91,18 @@ class ArtifactStore:
             location = self.location(name)
             if self.hub or os.path.isdir(location):
                 return location
-            if hub_ids and not _offline():
+            if hub_ids and (not _offline() or _in_hub_cache(name)):
                 return name
-        hint = " (and the Hub is offline: HF_HUB_OFFLINE is set)" if hub_ids and _offline() else ""
+        where = f"is neither a local folder nor an artifact in the store at {str(self.root)!r}"
+        if hub_ids and _offline():
+            raise ArtifactNotFoundError(
+                f"`{argument}` {name!r} {where} (and the Hub is offline: HF_HUB_OFFLINE is set, and it is not in the "
+                "local Hugging Face cache); download it while online, or pass a folder or the repo id an earlier stage "
+                "saved to."
+            )
         raise ArtifactNotFoundError(
-            f"`{argument}` {name!r} is neither a local folder nor an artifact in the store at {str(self.root)!r}"
-            f"{hint}; pass a folder, the repo id an earlier stage saved to, or set `hub: true` for a Hub repo."
+            f"`{argument}` {name!r} {where}; pass a folder, the repo id an earlier stage saved to, or set `hub: true` "
+            "for a Hub repo."
         )
 
     def resolve_model(self, name: str, argument: str, hub_ids: bool = False, model_type: str | None = None) -> str:
@@ -342,6 +348,15 @@ def _offline() -> bool:
     from huggingface_hub import constants
 
     return constants.is_offline_mode()
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    """Whether a model (or adapter) `repo_id` is in the local Hugging Face cache, so loads it offline."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return any(
+        isinstance(try_to_load_from_cache(repo_id, name), str) for name in ("config.json", "adapter_config.json")
+    )
 
 
 def _is_repo_id(name: str) -> bool:

@@ -15,6 +15,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from persyn_hf.errors import ConfigError
 from persyn_hf.teachers import TeacherSpec
 from persyn_hf.teachers.backends import LocalBackend, chat_parameters, error_message, make_backend, tgi_parameters
 from persyn_hf.testing.server import TeacherServer
@@ -328,3 +329,20 @@ def test_the_server_faults_are_command_line_flags_too():
     finally:
         server.terminate()
         server.wait()
+
+
+def test_a_tgi_tokenizer_that_does_not_load_is_one_line_naming_the_fix(tmp_path):
+    spec = TeacherSpec(name="t", model_id="org/t", family="F", size_b=1, backend="tgi",
+                       base_url="http://127.0.0.1:9", backend_args={"tokenizer": str(tmp_path)})  # fmt: skip
+    backend = make_backend(spec, request_timeout_s=5)
+
+    async def start_and_close():
+        try:
+            await backend.start()
+        finally:
+            await backend.close()
+
+    with pytest.raises(ConfigError, match=rf"Teacher 't' \(`tgi`, `route: generate`\) renders its prompts with the "
+                                          rf"tokenizer '{tmp_path}', which does not load \(.*\): set "
+                                          r"`backend_args.tokenizer`"):  # fmt: skip
+        asyncio.run(start_and_close())

@@ -17,9 +17,17 @@ def test_help_lists_every_verb_with_one_line():
         assert f"  {verb:<14}{help_line}" in result.stdout
 
 
-def test_unknown_verb_names_the_choices():
-    with pytest.raises(SystemExit, match=r"unknown verb 'trian'; choose one of: generate, score"):
+def test_unknown_verb_names_the_choices(capsys):
+    with pytest.raises(SystemExit) as exit_info:
         main(["trian"])
+    assert exit_info.value.code == 2
+    assert "persyn-hf: error: unknown verb 'trian'; choose one of: generate, score" in capsys.readouterr().err
+
+
+def test_no_verb_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 2 and "usage: persyn-hf" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -58,7 +66,8 @@ def test_every_verb_has_a_parser_and_main(verb, capsys):
     assert callable(module.main) and isinstance(parser, TrlParser)
     with pytest.raises(SystemExit, match="0"):
         parser.parse_args_and_config(["--help"])
-    assert "usage:" in capsys.readouterr().out
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "usage:" in shown and "`--config recipe.yaml`; flags override it" in shown
 
 
 def test_unknown_recipe_key_is_an_error_naming_it(tmp_path):

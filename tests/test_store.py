@@ -120,3 +120,19 @@ def test_save_folder_publishes_top_level_files_with_the_card(tmp_path, tiny_llam
     assert not (tmp_path / "store" / "user" / "student" / "checkpoint-1").exists()
     assert ModelCard.load(os.path.join(location, "README.md")).data.license == "mit"
     assert AutoModelForCausalLM.from_pretrained(location).config.model_type == "llama"
+
+
+def test_offline_a_hub_model_in_the_local_cache_is_taken_one_that_is_not_is_named(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    snapshot = tmp_path / "hub" / "models--org--cached" / "snapshots" / ("0" * 40)  # the cache's own layout
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (tmp_path / "hub" / "models--org--cached" / "refs").mkdir()
+    (tmp_path / "hub" / "models--org--cached" / "refs" / "main").write_text("0" * 40)
+    store = ArtifactStore(tmp_path / "store")
+    assert store.resolve_model("org/cached", "student", hub_ids=True) == "org/cached"
+    with pytest.raises(ValueError, match=r"`student` 'org/other' .* not in the local Hugging Face cache\); download"):
+        store.resolve_model("org/other", "student", hub_ids=True)

@@ -29,6 +29,13 @@ class RecipeParser(TrlParser):
     key or flag (with the closest valid name) and a value of the wrong type, naming the recipe file.
     """
 
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault(
+            "epilog",
+            "Every field can come from a YAML recipe, `--config recipe.yaml`; flags override it (`--field value`).",
+        )
+        super().__init__(*args, **kwargs)
+
     def parse_args_and_config(self, args=None, **kwargs) -> tuple:
         args = _split_config_flag(list(sys.argv[1:] if args is None else args))
         path, recipe = self._recipe(args)

@@ -365,7 +365,14 @@ class TGIBackend:
             from transformers import AutoTokenizer
 
             source = self.config.tokenizer or self.spec.model_path or self.spec.model_id
-            self.tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, source)
+            try:
+                self.tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, source)
+            except (OSError, ValueError) as error:
+                raise ConfigError(
+                    f"Teacher {self.spec.name!r} (`tgi`, `route: generate`) renders its prompts with the tokenizer "
+                    f"{source!r}, which does not load ({_one_line(str(error))[:300]}): set `backend_args.tokenizer` "
+                    "to a local folder or a Hub id this machine can read, or use `route: chat`."
+                ) from None
 
     async def probe(self, timeout_s: float) -> None:
         """Check the endpoint: TGI's `GET /info` (`route: generate`), or `GET /v1/models` (`route: chat`)."""
