@@ -262,6 +262,12 @@ def describe(error: BaseException) -> str:
     """An exception on one line, its type first (servers often put the useful part on later lines)."""
     if isinstance(error, TimeoutError) and not str(error):
         return "TimeoutError: no answer in time"
+    response = getattr(error, "response", None)  # huggingface_hub's HTTP errors: the server's answer, as ours reads it
+    if isinstance(getattr(response, "status_code", None), int) and not isinstance(error, TeacherHTTPError):
+        try:
+            return f"{type(error).__name__}: HTTP {response.status_code}: {error_message(response.content)}"
+        except Exception:  # a streamed answer that was never read: the client's own text below
+            pass
     return f"{type(error).__name__}: {_one_line(str(error))[:500]}"
 
 
