@@ -85,7 +85,8 @@ class PoolConfig:
     """How the pool talks to teachers.
 
     A request is retried at most `max_retries` times against a teacher that answers. While its teacher is paused it
-    waits instead, spending no retries. A teacher that still does not answer its probes `teacher_down_timeout_s`
+    waits instead, spending no retries (but the one trial request let through when a probe answers spends an
+    attempt). A teacher that still does not answer its probes `teacher_down_timeout_s`
     after its outage began is given up (within one `probe_interval_s`) and every prompt it has left fails at once,
     with the error that started the outage. With fewer requests in flight than
     `max_consecutive_failures`, one request may spend that many attempts before its teacher is paused: keep
