@@ -439,7 +439,8 @@ CASES = {
         ["train-router"],
         {**TRAIN_ROUTER, "model_name_or_path": "Qwen/Qwen2.5-1.5B"},
         1,
-        "`model_name_or_path` 'Qwen/Qwen2.5-1.5B' " + NOT_FOUND + " (and the Hub is offline: HF_HUB_OFFLINE is set)",
+        "`model_name_or_path` 'Qwen/Qwen2.5-1.5B' " + NOT_FOUND + " (and the Hub is offline: HF_HUB_OFFLINE is set, "
+        "and it is not in the local Hugging Face cache); download it while online",
     ),
     "train-router: repeated scores": Case(
         ["train-router"],

@@ -86,11 +86,11 @@ class PoolConfig:
 
     A request is retried at most `max_retries` times against a teacher that answers. While its teacher is paused it
     waits instead, spending no retries (but the one trial request let through when a probe answers spends an
-    attempt). A teacher that still does not answer its probes `teacher_down_timeout_s`
-    after its outage began is given up (within one `probe_interval_s`) and every prompt it has left fails at once,
-    with the error that started the outage. With fewer requests in flight than
-    `max_consecutive_failures`, one request may spend that many attempts before its teacher is paused: keep
-    `max_retries` at least `max_consecutive_failures` - 1 to ride out a restart at any concurrency.
+    attempt). A teacher that still does not answer its probes `teacher_down_timeout_s` after its outage began is
+    given up (within one `probe_interval_s`) and every prompt it has left fails at once, with the error that started
+    the outage. With fewer requests in flight than `max_consecutive_failures`, one request may spend that many
+    attempts before its teacher is paused: keep `max_retries` at least `max_consecutive_failures` - 1 to ride out a
+    restart at any concurrency.
 
     Parameters:
         max_concurrency (`int`, *optional*, defaults to `256`):
