@@ -298,7 +298,7 @@ def check_stored_requests(store: ResultStore, jobs: dict[str, list[Job]], direct
         for job in teacher_jobs
         for index in range(job.num_samples)
         if (record := store.get(job.prompt_id, teacher, index)) is not None
-        and record.get("request", job.request(index)) != job.request(index)
+        and record.get("request") not in (None, job.request(index))
     ]
     if stale:
         prompt_id, teacher = stale[0]
